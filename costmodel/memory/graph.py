@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costmodel.trace.records import ModelTrace, StorageKind
+from costmodel.trace.records import Lin, StepTrace, StorageKind
 
 
 @dataclass(frozen=True)
@@ -18,62 +18,87 @@ class Selection:
     trainable: frozenset[str]
     active: tuple[bool, ...]
     """Per node: does it run in backward?"""
-    dependencies: tuple[int, ...]
-    """Per node: how many edges from running nodes point at it."""
+    dependencies: tuple[tuple[int, ...], ...]
+    """Per backward segment, per node: how many edges from running nodes of
+    that segment point at it (AccumulateGrad nodes are shared by segments)."""
     holders: dict[int, int]
     """Storage id -> number of running nodes that keep it for backward."""
 
 
-def select(trace: ModelTrace, trainable: frozenset[str]) -> Selection:
+def select(trace: StepTrace, trainable: frozenset[str]) -> Selection:
     nodes = trace.nodes
     active = [False] * len(nodes)
-    leaves = [i for i, n in enumerate(nodes) if n.leaf is not None]
-    for i in leaves:
-        active[i] = nodes[i].leaf in trainable
+    for i, n in enumerate(nodes):
+        if n.leaf is not None:
+            active[i] = n.leaf in trainable
     for i, n in enumerate(nodes):
         if n.leaf is None:
             active[i] = any(e is not None and active[e[0]] for e in n.edges)
-    deps = [0] * len(nodes)
+    segment_of = _segments(trace)
+    deps = [[0] * len(nodes) for _ in trace.segments]
     holders: dict[int, int] = {}
     for i, n in enumerate(nodes):
-        if not active[i]:
+        if not active[i] or n.leaf is not None:
             continue
+        seg = deps[segment_of[i]]
         for e in n.edges:
             if e is not None and active[e[0]]:
-                deps[e[0]] += 1
+                seg[e[0]] += 1
         for sid in n.saved:
             holders[sid] = holders.get(sid, 0) + 1
-    return Selection(trainable, tuple(active), tuple(deps), holders)
+    return Selection(trainable, tuple(active), tuple(tuple(d) for d in deps), holders)
+
+
+def _segments(trace: StepTrace) -> list[int]:
+    """Which backward call reaches each (non-leaf) node first."""
+    segment_of = [-1] * len(trace.nodes)
+    for k, seg in enumerate(trace.segments):
+        stack = [seg.root]
+        while stack:
+            i = stack.pop()
+            if segment_of[i] != -1 or trace.nodes[i].leaf is not None:
+                continue
+            segment_of[i] = k
+            stack.extend(e[0] for e in trace.nodes[i].edges if e is not None)
+    return segment_of
 
 
 def needs_grad(sel: Selection, node: int | None) -> bool:
     return node is not None and sel.active[node]
 
 
-def flops(trace: ModelTrace, sel: Selection) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Forward, gradient-of-input, gradient-of-weight and grouped-excess FLOPs (each a Lin).
+@dataclass(frozen=True)
+class StepFlopsLin:
+    forward: Lin
+    grad_input: Lin
+    grad_weight: Lin
+    grouped_excess: Lin
+    elementwise: Lin
+
+
+def flops(trace: StepTrace, sel: Selection) -> StepFlopsLin:
+    """Forward and backward FLOPs of the step for this selection.
 
     An input's gradient is "of the weight" when the input is a parameter (or a
     view of one, like the transposed weight a linear layer multiplies by).
     """
-    fwd = [0, 0]
-    g_in = [0, 0]
-    g_w = [0, 0]
-    excess = [0, 0]
+    fwd, g_in, g_w, excess, ew = ([0, 0, 0] for _ in range(5))
     storages = trace.storages
     for op in trace.ops:
+        for k in range(3):
+            ew[k] += op.elementwise_flops[k]
         if not op.macs_by_kind:
             continue
-        fwd[0] += op.forward_flops[0]
-        fwd[1] += op.forward_flops[1]
+        for k in range(3):
+            fwd[k] += op.forward_flops[k]
         for i, (sid, node, g) in enumerate(zip(op.inputs, op.grad_nodes, op.grad_flops)):
             if not needs_grad(sel, node):
                 continue
             is_weight = storages[sid].kind is StorageKind.PARAM
             target = g_w if is_weight else g_in
-            target[0] += g[0]
-            target[1] += g[1]
+            for k in range(3):
+                target[k] += g[k]
             if is_weight and i == 1:  # a convolution's weight: FlopCounterMode's grouped rule
-                excess[0] += op.grouped_excess[0]
-                excess[1] += op.grouped_excess[1]
-    return tuple(fwd), tuple(g_in), tuple(g_w), tuple(excess)  # type: ignore[return-value]
+                for k in range(3):
+                    excess[k] += op.grouped_excess[k]
+    return StepFlopsLin(tuple(fwd), tuple(g_in), tuple(g_w), tuple(excess), tuple(ew))

@@ -1,4 +1,4 @@
-"""Trace one forward (model + loss) on the meta device and keep its facts.
+"""Trace one training step's forward on the meta device and keep its facts.
 
 What is recorded, and how, matters for every number costcl predicts:
 
@@ -10,12 +10,13 @@ What is recorded, and how, matters for every number costcl predicts:
   receives, and which storages it keeps for backward.  Saved tensors are packed
   into placeholders (``saved_tensors_hooks``), so autograd does not extend their
   lives during the trace and the liveness above stays the program's own; the
-  placeholders are unpacked once afterwards to learn which node holds what.
+  placeholders are unpacked once afterwards to learn which node holds what;
+* where the step calls ``backward()``: the call is recorded, not run.
 
-All parameters require grad while tracing, so the graph is the full one; a
-configuration with frozen layers is a subgraph, chosen later by reachability
-(:mod:`costmodel.memory.graph`).  Nothing is executed for real: meta tensors
-carry shapes only, so a ResNet-50 at batch 256 costs no memory.
+All parameters of the trained model require grad while tracing, so the graph is
+the full one; a configuration with frozen layers is a subgraph chosen later by
+reachability (:mod:`costmodel.memory.graph`).  Nothing is computed for real:
+meta tensors carry shapes only, so a ResNet-50 at batch 256 costs no memory.
 """
 from __future__ import annotations
 
@@ -31,25 +32,42 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from costmodel import flops as flop_table
 from costmodel.trace.records import (
-    ModelTrace,
     ModuleFact,
     NodeFact,
     OpFact,
+    Segment,
+    StepTrace,
     StorageFact,
     StorageKind,
     fit,
 )
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, tuple]]
-"""``step(model, x, y) -> (loss, kept)``: ``kept`` is what the training loop still
-references after the forward (the logits, say); it stays alive through backward
-and into the next step's forward, as in ``out = model(x); loss = crit(out, y)``."""
+BackwardHook = Callable[[torch.Tensor], None]
+ROOT = "<model>"
+"""Name of the trained model itself (functional ops in its own forward)."""
+STEP = "<step>"
+"""Ops outside any module: the loss, the replay sampling."""
 
 
-def cross_entropy_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-    """The plain supervised step: ``out = model(x); loss = cross_entropy(out, y)``."""
-    out = model(x)
-    return nn.functional.cross_entropy(out, y), (out,)
+@dataclass
+class TraceSetup:
+    """One step, ready to run on meta tensors.
+
+    ``run()`` executes the step and calls the backward hook it was built with
+    wherever a real step calls ``loss.backward()``.  ``externals`` are the
+    tensors that exist before the step (inputs, replay buffer, method state),
+    each with the category it is reported in; the trained model's parameters
+    and buffers are found on their own.
+    """
+
+    model: nn.Module
+    run: Callable[[], object]
+    externals: list[tuple[str, StorageKind, torch.Tensor]]
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+SetupFactory = Callable[[int, int, BackwardHook], TraceSetup]
 
 
 @dataclass
@@ -71,6 +89,8 @@ class _RawOp:
     flops: flop_table.OpFlops | None
     elementwise: int
     grad_sources: tuple[object, ...] = ()
+    numel_in: int = 0
+    numel_out: int = 0
 
 
 @dataclass
@@ -87,8 +107,9 @@ class _RawTrace:
     ops: list[_RawOp] = field(default_factory=list)
     storages: list[_RawStorage] = field(default_factory=list)
     nodes: list[_RawNode] = field(default_factory=list)
-    root: int = 0
+    segments: list[tuple[int, int]] = field(default_factory=list)
     module_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    model_calls: int = 0
 
 
 class _Placeholder:
@@ -108,9 +129,8 @@ class _Recorder(TorchDispatchMode):
         self._refs: list[weakref.ref] = []
         self._modules = module_stack
         self.finished = False
-        """Set once the forward has returned: later deaths are the trace's own clean-up."""
+        """Set once the step has returned: later deaths are the trace's own clean-up."""
 
-    # -- storages ----------------------------------------------------------------
     def sid_of(self, t: torch.Tensor, kind: StorageKind = StorageKind.ACTIVATION,
                owner: str | None = None) -> int:
         st = t.untyped_storage()
@@ -123,8 +143,7 @@ class _Recorder(TorchDispatchMode):
             st.nbytes(), kind, producer, owner if owner is not None else self._module(),
             t.dtype.is_floating_point))
         self._sid[st] = sid
-        storages = self.raw.storages
-        ops = self.raw.ops
+        storages, ops = self.raw.storages, self.raw.ops
 
         def died(_: object, sid: int = sid) -> None:
             if not self.finished:
@@ -134,9 +153,8 @@ class _Recorder(TorchDispatchMode):
         return sid
 
     def _module(self) -> str:
-        return self._modules[-1] if self._modules else ""
+        return self._modules[-1] if self._modules else STEP
 
-    # -- ops ---------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
@@ -146,29 +164,30 @@ class _Recorder(TorchDispatchMode):
         sources = tuple(a.grad_fn if a.grad_fn is not None else
                         (("leaf", id(a)) if a.requires_grad else None) for a in tensors_in)
         flat_out, _ = tree_flatten(out)
+        tensors_out = [t for t in flat_out if isinstance(t, torch.Tensor)]
         known = len(self.raw.storages)
-        outputs = []
-        for t in flat_out:
-            if isinstance(t, torch.Tensor):
-                sid = self.sid_of(t)
-                if sid >= known and sid not in outputs:
-                    outputs.append(sid)
+        outputs: list[int] = []
+        for t in tensors_out:
+            sid = self.sid_of(t)
+            if sid >= known and sid not in outputs:
+                outputs.append(sid)
         name = str(func)
-        shape_of = lambda a: tuple(a.shape) if isinstance(a, torch.Tensor) else a  # noqa: E731
-        out_shapes = [tuple(t.shape) for t in flat_out if isinstance(t, torch.Tensor)]
-        fl = flop_table.op_flops(name, tree_map(shape_of, args), out_shapes)
+        fl = flop_table.op_flops(
+            name, tree_map(lambda a: tuple(a.shape) if isinstance(a, torch.Tensor) else a, args),
+            [tuple(t.shape) for t in tensors_out])
         in_numel = tensors_in[0].numel() if tensors_in else 0
-        out_numel = max((t.numel() for t in flat_out if isinstance(t, torch.Tensor)), default=0)
+        out_numel = max((t.numel() for t in tensors_out), default=0)
         ew = 0 if fl else flop_table.elementwise_flops(name, in_numel, out_numel)
-        self.raw.ops.append(_RawOp(name, self._module(), inputs, tuple(outputs), fl, ew, sources))
+        self.raw.ops.append(_RawOp(name, self._module(), inputs, tuple(outputs), fl, ew, sources,
+                                   in_numel, out_numel))
         return out
 
 
-def _walk_graph(root: torch.autograd.graph.Node, unpacked: list[int],
+def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
                 leaf_names: dict[int, str]) -> tuple[list[_RawNode], dict]:
-    """Every node reachable from ``root``, in creation (sequence) order."""
+    """Every node reachable from the roots, in creation (sequence) order."""
     seen: dict[torch.autograd.graph.Node, None] = {}
-    stack = [root]
+    stack = list(roots)
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -176,41 +195,51 @@ def _walk_graph(root: torch.autograd.graph.Node, unpacked: list[int],
         seen[node] = None
         stack.extend(fn for fn, _ in node.next_functions)
     order = sorted(seen, key=lambda n: n._sequence_nr())
-    index = {n: i for i, n in enumerate(order)}
+    index: dict = {n: i for i, n in enumerate(order)}
     nodes = []
     for n in order:
         unpacked.clear()
         for attr in dir(n):
             if attr.startswith("_saved_"):
                 getattr(n, attr)
-        if hasattr(n, "saved_tensors"):  # custom autograd.Function
+        if hasattr(n, "saved_tensors"):  # a custom autograd.Function
             try:
                 n.saved_tensors  # noqa: B018
             except RuntimeError:
                 pass
         leaf = None
         if hasattr(n, "variable"):
-            leaf = leaf_names.get(id(n.variable), "<input>")
-        edges = tuple(None if fn is None else (index[fn], slot) for fn, slot in n.next_functions)
-        slot_bytes = tuple(torch.Size(m.shape).numel() * m.dtype.itemsize
-                           for m in n._input_metadata)
-        nodes.append(_RawNode(n.name(), edges, slot_bytes, tuple(dict.fromkeys(unpacked)), leaf))
-        if leaf is not None and hasattr(n, "variable"):
+            leaf = leaf_names.get(id(n.variable), "<leaf>")
             index[("leaf", id(n.variable))] = index[n]
+        edges = tuple(None if fn is None else (index[fn], slot) for fn, slot in n.next_functions)
+        slot_bytes = tuple(torch.Size(m.shape).numel() * m.dtype.itemsize for m in n._input_metadata)
+        nodes.append(_RawNode(n.name(), edges, slot_bytes, tuple(dict.fromkeys(unpacked)), leaf))
     return nodes, index
 
 
-def _trace_once(model: nn.Module, step: LossFn, input_shape: tuple[int, ...], batch: int,
-                dtype: torch.dtype, num_classes: int) -> _RawTrace:
-    module_names = {id(m): name for name, m in model.named_modules()}
+def _trace_once(factory: SetupFactory, batch: int, replay: int) -> tuple[_RawTrace, TraceSetup]:
+    roots: list[tuple[int, torch.Tensor]] = []
+    rec_box: list[_Recorder] = []
+
+    def backward(loss: torch.Tensor) -> None:
+        if loss.grad_fn is None:
+            raise RuntimeError("backward() on a tensor with no graph")
+        roots.append((len(rec_box[0].raw.ops), loss))
+
+    setup = factory(batch, replay, backward)
+    model = setup.model
+    module_names = {id(m): name or ROOT for name, m in model.named_modules()}
     module_stack: list[str] = []
     rec = _Recorder(module_stack)
+    rec_box.append(rec)
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def pre(mod: nn.Module, args: tuple) -> None:
         name = module_names.get(id(mod))
         if name is not None:
             module_stack.append(name)
+            if mod is model:
+                rec.raw.model_calls += 1
 
     def post(mod: nn.Module, args: tuple, out: object) -> None:
         name = module_names.get(id(mod))
@@ -229,10 +258,8 @@ def _trace_once(model: nn.Module, step: LossFn, input_shape: tuple[int, ...], ba
         leaf_names[id(p)] = name
     for name, b in model.named_buffers():
         rec.sid_of(b, StorageKind.BUFFER, name)
-    x = torch.empty((batch, *input_shape), device="meta", dtype=dtype)
-    y = torch.zeros(batch, device="meta", dtype=torch.long)
-    rec.sid_of(x, StorageKind.INPUT, "<input>")
-    rec.sid_of(y, StorageKind.INPUT, "<target>")
+    for name, kind, t in setup.externals:
+        rec.sid_of(t, kind, name)
 
     unpacked: list[int] = []
 
@@ -247,109 +274,138 @@ def _trace_once(model: nn.Module, step: LossFn, input_shape: tuple[int, ...], ba
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, unpack), rec:
-            loss, kept = step(model, x, y)
+            kept = setup.run()
     finally:
         rec.finished = True
         h1.remove()
         h2.remove()
-    if loss.grad_fn is None:
-        raise RuntimeError("the traced step produced no autograd graph")
+    if not roots:
+        raise RuntimeError("the traced step never called backward()")
     raw = rec.raw
-    raw.nodes, index = _walk_graph(loss.grad_fn, unpacked, leaf_names)
-    raw.root = index[loss.grad_fn]
+    raw.nodes, index = _walk_graph([loss.grad_fn for _, loss in roots], unpacked, leaf_names)
+    raw.segments = [(after - 1, index[loss.grad_fn]) for after, loss in roots]
     for op in raw.ops:  # resolve gradient sources to node indices, dropping the objects
         op.grad_sources = tuple(index.get(src) if src is not None else None
                                 for src in op.grad_sources)
     raw.module_shapes = shapes
-    del loss, kept
-    return raw
+    del kept, roots
+    return raw, setup
 
 
-def trace_model(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
-                dtype: torch.dtype = torch.float32, step: LossFn = cross_entropy_step,
-                batch_sizes: tuple[int, int] = (2, 3)) -> ModelTrace:
-    """Trace ``step(model, x, y)`` on meta tensors at two batch sizes.
+def trace_step(factory: SetupFactory, *, replay: bool = False,
+               base: tuple[int, int] = (2, 2)) -> StepTrace:
+    """Trace a step at ``base`` sizes and one more sample of each batch it uses.
 
-    ``model`` must live on the meta device.  Its parameters' ``requires_grad``
-    flags are set for the trace and restored afterwards.
+    The trained model's ``requires_grad`` flags are set for the trace and
+    restored afterwards; it is put in training mode as a real step would be.
     """
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
-    model.train()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    try:
-        b1, b2 = batch_sizes
-        r1 = _trace_once(model, step, input_shape, b1, dtype, num_classes)
-        r2 = _trace_once(model, step, input_shape, b2, dtype, num_classes)
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(flags[name])
-        model.train(was_training)
-    return _combine(model, r1, r2, batch_sizes, input_shape, dtype, num_classes)
+    b0, r0 = base
+    points = [(b0, r0), (b0 + 1, r0)] + ([(b0, r0 + 1)] if replay else [])
+    raws = []
+    setup = None
+    for b, r in points:
+        raw, setup = _with_all_trainable(factory, b, r)
+        raws.append(raw)
+    if not replay:
+        raws.append(raws[0])
+    assert setup is not None
+    return _combine(setup, raws, b0, r0)
 
 
-def _combine(model: nn.Module, r1: _RawTrace, r2: _RawTrace, batch_sizes: tuple[int, int],
-             input_shape: tuple[int, ...], dtype: torch.dtype, num_classes: int) -> ModelTrace:
-    b1, b2 = batch_sizes
-    if [o.name for o in r1.ops] != [o.name for o in r2.ops] or len(r1.nodes) != len(r2.nodes) \
-            or len(r1.storages) != len(r2.storages):
-        raise RuntimeError("the model runs different ops at different batch sizes; "
-                           "costcl needs a forward whose structure does not depend on the batch")
+def _with_all_trainable(factory: SetupFactory, b: int, r: int) -> tuple[_RawTrace, TraceSetup]:
+    box: list[TraceSetup] = []
 
-    def lin(a: int, b: int) -> tuple[int, int]:
-        return fit(a, b, b1, b2)
+    def wrapped(bb: int, rr: int, hook: BackwardHook) -> TraceSetup:
+        setup = factory(bb, rr, hook)
+        box.append(setup)
+        flags = {n: p.requires_grad for n, p in setup.model.named_parameters()}
+        mode = setup.model.training
+        for p in setup.model.parameters():
+            p.requires_grad_(True)
+        setup.model.train()
+        inner = setup.run
+
+        def run() -> object:
+            try:
+                return inner()
+            finally:
+                for n, p in setup.model.named_parameters():
+                    p.requires_grad_(flags[n])
+                setup.model.train(mode)
+
+        setup.run = run
+        return setup
+
+    return _trace_once(wrapped, b, r)
+
+
+def _combine(setup: TraceSetup, raws: list[_RawTrace], b0: int, r0: int) -> StepTrace:
+    r1, r2, r3 = raws
+    for other in (r2, r3):
+        if [o.name for o in r1.ops] != [o.name for o in other.ops] or \
+                len(r1.nodes) != len(other.nodes) or len(r1.storages) != len(other.storages):
+            raise RuntimeError("the step runs different ops at different batch sizes; costcl "
+                               "needs a step whose structure does not depend on the batch")
+
+    def lin(a: int, b: int, c: int):
+        return fit(a, b, c, 1, 1, b0, r0)
 
     storages = [
-        StorageFact(lin(s1.nbytes, s2.nbytes), s1.kind, s1.producer, s1.last_use, s1.owner,
-                    s1.is_float)
-        for s1, s2 in zip(r1.storages, r2.storages)
+        StorageFact(lin(s1.nbytes, s2.nbytes, s3.nbytes), s1.kind, s1.producer, s1.last_use,
+                    s1.owner, s1.is_float)
+        for s1, s2, s3 in zip(r1.storages, r2.storages, r3.storages)
     ]
     ops = []
-    for o1, o2 in zip(r1.ops, r2.ops):
-        fwd = grads = None
-        kind = ""
+    zero = (0, 0, 0)
+    for o1, o2, o3 in zip(r1.ops, r2.ops, r3.ops):
+        fwd, grads, kind, excess = zero, (zero,) * len(o1.inputs), "", zero
         if o1.flops is not None:
-            fwd = lin(o1.flops.forward, o2.flops.forward)
-            grads = tuple(lin(a, b) for a, b in zip(o1.flops.grads, o2.flops.grads))
-            grads = grads + ((0, 0),) * (len(o1.inputs) - len(grads))
+            fwd = lin(o1.flops.forward, o2.flops.forward, o3.flops.forward)
+            grads = tuple(lin(a, b, c) for a, b, c in
+                          zip(o1.flops.grads, o2.flops.grads, o3.flops.grads))
+            grads = grads + (zero,) * (len(o1.inputs) - len(grads))
             kind = o1.flops.kind
-        excess = lin(o1.flops.excess, o2.flops.excess) if o1.flops is not None else (0, 0)
-        ops.append(OpFact(o1.name, o1.module, o1.inputs, o1.outputs,
-                          fwd or (0, 0), grads or ((0, 0),) * len(o1.inputs),
-                          lin(o1.elementwise, o2.elementwise), kind,
-                          tuple(o1.grad_sources), excess))
+            excess = lin(o1.flops.excess, o2.flops.excess, o3.flops.excess)
+        ops.append(OpFact(o1.name, o1.module, o1.inputs, o1.outputs, fwd, grads,
+                          lin(o1.elementwise, o2.elementwise, o3.elementwise), kind,
+                          tuple(o1.grad_sources), excess,
+                          lin(o1.numel_in, o2.numel_in, o3.numel_in),
+                          lin(o1.numel_out, o2.numel_out, o3.numel_out)))
     nodes = [
-        NodeFact(n1.name, n1.edges, tuple(lin(a, b) for a, b in zip(n1.slot_bytes, n2.slot_bytes)),
+        NodeFact(n1.name, n1.edges,
+                 tuple(lin(a, b, c) for a, b, c in zip(n1.slot_bytes, n2.slot_bytes, n3.slot_bytes)),
                  n1.saved, n1.leaf)
-        for n1, n2 in zip(r1.nodes, r2.nodes)
+        for n1, n2, n3 in zip(r1.nodes, r2.nodes, r3.nodes)
     ]
-    param_sids = {s.owner: i for i, s in enumerate(storages) if s.kind is StorageKind.PARAM}
-    buffer_sids = {s.owner: i for i, s in enumerate(storages) if s.kind is StorageKind.BUFFER}
+    model = setup.model
     params = dict(model.named_parameters())
     modules = []
     for name, m in model.named_modules():
         own = tuple(f"{name}.{p}" if name else p for p, _ in m.named_parameters(recurse=False))
-        modules.append(ModuleFact(name, type(m).__name__, sum(params[p].numel() for p in own), own))
-    trace = ModelTrace(
-        ops=ops, storages=storages, nodes=nodes, root=r1.root,
-        param_sids=param_sids,
+        modules.append(ModuleFact(name or ROOT, type(m).__name__,
+                                  sum(params[p].numel() for p in own), own))
+    return StepTrace(
+        ops=ops, storages=storages, nodes=nodes,
+        segments=[Segment(after, root) for after, root in r1.segments],
+        param_sids={s.owner: i for i, s in enumerate(storages) if s.kind is StorageKind.PARAM},
         param_numel={n: p.numel() for n, p in params.items()},
         param_bytes={n: p.numel() * p.element_size() for n, p in params.items()},
-        buffer_sids=buffer_sids, modules=modules,
-        input_sids=tuple(i for i, s in enumerate(storages) if s.kind is StorageKind.INPUT),
-        batch_sizes=batch_sizes, dtype=str(dtype).replace("torch.", ""),
-        input_shape=tuple(input_shape), num_classes=num_classes,
+        modules=modules,
+        dtype=str(next((p.dtype for p in params.values()), torch.float32)).replace("torch.", ""),
+        input_shape=tuple(setup.input_shape), num_classes=setup.num_classes,
+        model_calls=r1.model_calls,
         module_shapes={
-            name: tuple(_lin_shape(a, b, b1, b2) for a, b in zip(shapes, r2.module_shapes[name]))
-            for name, shapes in r1.module_shapes.items() if name in r2.module_shapes
+            name: tuple(_lin_shape(a, b, c, b0, r0) for a, b, c in
+                        zip(shapes, r2.module_shapes[name], r3.module_shapes[name]))
+            for name, shapes in r1.module_shapes.items()
+            if name in r2.module_shapes and name in r3.module_shapes
         },
     )
-    return trace
 
 
-def _lin_shape(s1: tuple[int, ...], s2: tuple[int, ...], b1: int, b2: int) -> tuple:
-    """A shape whose batch-dependent dims are kept as (fixed, per_sample) pairs."""
-    if len(s1) != len(s2):
-        return tuple((d, 0) for d in s1)
-    return tuple(fit(a, b, b1, b2) if a != b else (a, 0) for a, b in zip(s1, s2))
+def _lin_shape(s1: tuple[int, ...], s2: tuple[int, ...], s3: tuple[int, ...], b0: int,
+               r0: int) -> tuple:
+    """A shape whose dims are :data:`Lin` triples (most are constants)."""
+    if not len(s1) == len(s2) == len(s3):
+        return tuple((d, 0, 0) for d in s1)
+    return tuple(fit(a, b, c, 1, 1, b0, r0) for a, b, c in zip(s1, s2, s3))

@@ -1,47 +1,64 @@
-"""Plain records of what one traced forward pass did.
+"""Plain records of what one traced training step did.
 
-A trace is taken on the meta device at two batch sizes; every count that depends
-on the batch is then stored as a :data:`Lin` pair ``(fixed, per_sample)``, so one
-trace answers for every batch size (sizes of CNN activations are affine in the
-batch).  Nothing here runs anything: these are the facts the formulas read.
+A step is traced on the meta device at a few sizes; every count that depends
+on the batch is then stored as a :data:`Lin` triple ``(fixed, per_sample,
+per_replayed_sample)``, so one trace answers for every batch and replay batch
+(sizes in CNNs are affine in both).  Nothing here runs anything: these are the
+facts the formulas read.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
 
-Lin = tuple[int, int]
-"""An integer affine in the batch size: ``fixed + per_sample * batch``."""
+Lin = tuple[int, int, int]
+"""An integer affine in the batch sizes: ``fixed + per_sample*B + per_replayed*R``."""
 
-ZERO: Lin = (0, 0)
-
-
-def at(value: Lin, batch: int) -> int:
-    """Evaluate a :data:`Lin` at a batch size."""
-    return value[0] + value[1] * batch
+ZERO: Lin = (0, 0, 0)
 
 
-def fit(small: int, large: int, b_small: int, b_large: int) -> Lin:
-    """The affine function through two observations; exact or it raises."""
-    per_sample, rest = divmod(large - small, b_large - b_small)
-    if rest:
-        raise ArithmeticError(f"size {small}->{large} is not affine in the batch")
-    return (small - per_sample * b_small, per_sample)
+def at(value: Lin, batch: int, replay: int = 0) -> int:
+    """Evaluate a :data:`Lin` at a batch size (and replay batch size)."""
+    return value[0] + value[1] * batch + value[2] * replay
+
+
+def fit(base: int, more_batch: int, more_replay: int, step_b: int, step_r: int,
+        b0: int, r0: int) -> Lin:
+    """The affine function through three observations; exact or it raises.
+
+    ``base`` is observed at (b0, r0), ``more_batch`` at (b0 + step_b, r0) and
+    ``more_replay`` at (b0, r0 + step_r).
+    """
+    per_b, rest_b = divmod(more_batch - base, step_b)
+    per_r, rest_r = divmod(more_replay - base, step_r)
+    if rest_b or rest_r:
+        raise ArithmeticError(f"size {base} is not affine in the batch sizes")
+    return (base - per_b * b0 - per_r * r0, per_b, per_r)
+
+
+def add(a: Lin, b: Lin) -> Lin:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def scale(a: Lin, k: int) -> Lin:
+    return (a[0] * k, a[1] * k, a[2] * k)
 
 
 class StorageKind(str, Enum):
-    PARAM = "parameter"
-    BUFFER = "model_buffer"
-    INPUT = "input"
-    ACTIVATION = "activation"
+    PARAM = "parameters"
+    BUFFER = "model_buffers"
+    INPUT = "inputs"
+    ACTIVATION = "activations"
+    REPLAY = "buffer"
+    STATE = "method_state"
 
 
 @dataclass(slots=True)
 class StorageFact:
-    """One storage that existed during the forward.
+    """One storage that existed during the step.
 
     ``last_use`` is Python liveness: the index of the last op after which the
-    program still referenced it (``None``: still referenced when the forward
+    program still referenced it (``None``: still referenced when the step
     returned).  Autograd may keep it longer; that is decided per configuration
     from :attr:`NodeFact.saved`.
     """
@@ -74,11 +91,14 @@ class OpFact:
     runs in the configuration at hand."""
     grouped_excess: Lin = ZERO
     """Backward FLOPs that only FlopCounterMode's grouped-conv rule counts."""
+    numel_in: Lin = ZERO
+    """Elements of the first tensor argument (what other counters' rules read)."""
+    numel_out: Lin = ZERO
 
 
 @dataclass(slots=True)
 class NodeFact:
-    """One autograd node created by the forward.
+    """One autograd node created by the step.
 
     ``edges[i]`` is ``(target node index, target input slot)`` or ``None`` for
     an input that needs no gradient.  ``slot_bytes[j]`` is the size of the
@@ -90,7 +110,15 @@ class NodeFact:
     slot_bytes: tuple[Lin, ...]
     saved: tuple[int, ...]
     leaf: str | None = None
-    """For AccumulateGrad: the parameter name (or '<input>')."""
+    """For AccumulateGrad: the parameter's qualified name."""
+
+
+@dataclass(slots=True)
+class Segment:
+    """A ``backward()`` call: after op ``after_op``, from node ``root``."""
+
+    after_op: int
+    root: int
 
 
 @dataclass
@@ -102,23 +130,22 @@ class ModuleFact:
 
 
 @dataclass
-class ModelTrace:
-    """Everything the engine knows about one model's forward + loss."""
+class StepTrace:
+    """Everything the engine knows about one training step of one model."""
 
     ops: list[OpFact]
     storages: list[StorageFact]
     nodes: list[NodeFact]
-    """In autograd sequence order (creation order)."""
-    root: int
+    """In autograd sequence order (creation order); AccumulateGrad nodes last."""
+    segments: list[Segment]
     param_sids: dict[str, int]
     param_numel: dict[str, int]
     param_bytes: dict[str, int]
-    buffer_sids: dict[str, int]
     modules: list[ModuleFact]
-    input_sids: tuple[int, ...]
-    batch_sizes: tuple[int, int]
     dtype: str
     input_shape: tuple[int, ...]
     num_classes: int
+    model_calls: int
+    """How many times the step ran the trained model's forward."""
     module_shapes: dict[str, tuple[tuple[Lin, ...], tuple[Lin, ...]]] = field(default_factory=dict)
     """First input and output shape of each module; each dim a :data:`Lin`."""

@@ -1,0 +1,157 @@
+"""The ``costcl`` command.  Each command parses, calls one library function, prints.
+
+Bad input anywhere is a :class:`~costmodel.errors.CostclError`; :func:`run`
+prints it as one line on stderr and exits with status 2, as it does for
+click's own usage errors.  Heavy imports happen inside the commands, so
+``costcl --help`` stays fast.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from cli.options import scenario_options
+from costmodel.errors import CostclError
+
+app = typer.Typer(
+    name="costcl",
+    help="What a continual-learning method costs on an edge device: predicted, then measured.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+Convention = Annotated[str, typer.Option(help="runtime (what PyTorch allocates) or paper (the LightCL table's accounting).")]
+FlopsConvention = Annotated[str, typer.Option(help="torch (FLOPs, FlopCounterMode), fvcore or thop (MACs).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def emit_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+@app.command()
+@scenario_options
+def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
+             flops_convention: FlopsConvention = "torch",
+             layers: Annotated[bool, typer.Option(help="Also print the per-layer table.")] = False,
+             as_json: AsJson = False) -> None:
+    """Predict the FLOPs and peak memory of one step and of the whole CL run."""
+    from costmodel.estimation import estimate as run_estimate
+    from reports.terminal import estimate_table
+
+    e = run_estimate(scenario, convention=convention, flops_convention=flops_convention,
+                     layers=layers)
+    if as_json:
+        emit_json(e.to_json())
+    else:
+        estimate_table(e, console, layers=layers)
+
+
+@app.command()
+def models() -> None:
+    """List the built-in model names (and how to name any other)."""
+    from rich.table import Table
+
+    from costmodel.models.registry import MODELS
+
+    t = Table(header_style="bold")
+    t.add_column("model")
+    t.add_column("what")
+    for spec in MODELS.values():
+        t.add_row(spec.name, spec.description)
+    t.add_row("torchvision:NAME", "any torchvision classification model, e.g. torchvision:efficientnet_b0")
+    t.add_row("package.module:callable", "your own factory (called with num_classes= if it takes it)")
+    console.print(t)
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets: shape, classes, training images, default tasks and epochs."""
+    from rich.table import Table
+
+    from costmodel.datasets import DATASETS
+
+    t = Table(header_style="bold")
+    for col in ("dataset", "shape", "classes", "train images", "tasks", "epochs", "what"):
+        t.add_column(col)
+    for d in DATASETS.values():
+        t.add_row(d.name, "x".join(map(str, d.input_shape)), str(d.classes), f"{d.train_images:,}",
+                  str(d.tasks), str(d.epochs), d.description)
+    console.print(t)
+
+
+@app.command()
+def methods() -> None:
+    """List the CL methods costcl can cost, with the paper each comes from."""
+    from rich.table import Table
+
+    from costmodel.methods import catalog
+
+    t = Table(header_style="bold")
+    for col in ("method", "what it does", "from"):
+        t.add_column(col)
+    for m in catalog().values():
+        t.add_row(m.name, m.summary, m.paper)
+    console.print(t)
+
+
+@app.command()
+def crosscheck(
+    model: Annotated[str, typer.Option(help="Model name (see `costcl models`).")] = "resnet18-cifar",
+    dataset: Annotated[str, typer.Option(help="Dataset (sets the input size and classes).")] = "cifar10",
+    input_size: Annotated[Optional[str], typer.Option(help="C,H,W; overrides the dataset's.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Forward counts of fvcore, thop and FlopCounterMode beside costcl's, per op type."""
+    from costmodel.scenario import Scenario, parse_input_size
+    from lightcl.crosscheck import crosscheck as run_crosscheck
+    from reports.terminal_crosscheck import crosscheck_table
+
+    size = parse_input_size(input_size) if input_size else None
+    result = run_crosscheck(Scenario(model=model, dataset=dataset, input_size=size))
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        crosscheck_table(result, console)
+
+
+def _click_exceptions():  # noqa: ANN202
+    """typer vendors click (typer._click) in recent releases; older ones use click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions
+    return exceptions
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors with exit status 2, never a traceback."""
+    exc = _click_exceptions()
+    try:
+        app(args=argv, standalone_mode=False)
+    except CostclError as e:
+        print(f"costcl: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except getattr(exc, "NoArgsIsHelpError", ()):
+        sys.exit(0)
+    except exc.UsageError as e:
+        name = e.ctx.command_path if e.ctx else "costcl"
+        print(f"costcl: error: {e.format_message()} (see: {name} --help)", file=sys.stderr)
+        sys.exit(2)
+    except (exc.Abort, KeyboardInterrupt):
+        print("costcl: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except exc.Exit as e:
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    run()

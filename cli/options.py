@@ -1,0 +1,68 @@
+"""The scenario flags every costing command shares, declared once.
+
+:func:`scenario_options` adds these parameters to a command's signature (typer
+reads signatures) and hands the command a built :class:`Scenario` instead:
+flags override the ``--config`` file, which overrides the method's defaults.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from costmodel.scenario import build, load_toml, parse_input_size, parse_option
+
+_PANEL = "Scenario"
+
+SCENARIO_PARAMS: list[inspect.Parameter] = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
+    for name, ann in [
+        ("method", Annotated[Optional[str], typer.Option(help="CL method (see `costcl methods`).", rich_help_panel=_PANEL)]),
+        ("model", Annotated[Optional[str], typer.Option(help="Model: a name from `costcl models`, torchvision:NAME or package.module:callable.", rich_help_panel=_PANEL)]),
+        ("dataset", Annotated[Optional[str], typer.Option(help="Dataset: cifar10, cifar100, tinyimagenet, imagenet100, imagenet32.", rich_help_panel=_PANEL)]),
+        ("batch_size", Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Samples per step.", rich_help_panel=_PANEL)]),
+        ("replay_batch", Annotated[Optional[int], typer.Option(help="Replayed samples per step (replay methods).", rich_help_panel=_PANEL)]),
+        ("buffer_size", Annotated[Optional[int], typer.Option(help="Exemplars kept in the replay buffer.", rich_help_panel=_PANEL)]),
+        ("epochs", Annotated[Optional[int], typer.Option(help="Epochs per task.", rich_help_panel=_PANEL)]),
+        ("tasks", Annotated[Optional[int], typer.Option(help="Number of tasks.", rich_help_panel=_PANEL)]),
+        ("optimizer", Annotated[Optional[str], typer.Option(help="sgd, sgd-momentum, adam or adamw.", rich_help_panel=_PANEL)]),
+        ("train_from", Annotated[Optional[str], typer.Option(help="Freeze every module before the first one named NAME...", rich_help_panel=_PANEL)]),
+        ("dtype", Annotated[Optional[str], typer.Option(help="fp32, fp16 or bf16.", rich_help_panel=_PANEL)]),
+        ("input_size", Annotated[Optional[str], typer.Option(help="C,H,W of custom data, e.g. 3,64,64.", rich_help_panel=_PANEL)]),
+        ("num_classes", Annotated[Optional[int], typer.Option(help="Classifier width (default: the dataset's classes).", rich_help_panel=_PANEL)]),
+        ("sparsity", Annotated[Optional[float], typer.Option(help="Fraction of weights pruned, in [0, 1).", rich_help_panel=_PANEL)]),
+        ("holdout", Annotated[Optional[float], typer.Option(help="Fraction of training images held out.", rich_help_panel=_PANEL)]),
+        ("device", Annotated[Optional[str], typer.Option(help="Where the step runs: cpu or cuda (allocator and optimizer code path).", rich_help_panel=_PANEL)]),
+        ("option", Annotated[Optional[list[str]], typer.Option(help="Method option KEY=VALUE (repeatable).", rich_help_panel=_PANEL)]),
+        ("config", Annotated[Optional[Path], typer.Option(help="Scenario TOML file; flags override it.", rich_help_panel=_PANEL)]),
+    ]
+]
+_NAMES = [p.name for p in SCENARIO_PARAMS]
+
+
+def scenario_from_flags(values: dict[str, Any]):  # noqa: ANN201
+    """Build the Scenario from the shared flags (``None`` = not given)."""
+    config = values.pop("config", None)
+    file_values = load_toml(config) if config is not None else None
+    options = dict(parse_option(o) for o in (values.pop("option", None) or []))
+    if values.get("input_size") is not None:
+        values["input_size"] = parse_input_size(values["input_size"])
+    return build(file_values, options=options or None, **values)
+
+
+def scenario_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``fn`` the scenario flags; it receives ``scenario=`` instead."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "scenario"]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        flags = {k: kwargs.pop(k) for k in _NAMES}
+        return fn(scenario=scenario_from_flags(flags), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + SCENARIO_PARAMS)  # type: ignore[attr-defined]
+    return wrapper

@@ -1,0 +1,235 @@
+"""Trace a method's step once, then answer for any batch, optimizer or freeze point.
+
+:func:`step_model` traces the step of a (model, input, dtype, method) on the
+meta device and caches it for the process.  A :class:`StepModel` derives one
+:class:`Plan` per set of trainable parameters (a graph selection and a memory
+timeline, milliseconds) and evaluates a plan for a batch size, replay batch,
+optimizer and device in microseconds.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from costmodel.memory import graph
+from costmodel.memory.optimizers import OptimizerSpec
+from costmodel.memory.simulate import CATEGORIES, Timeline, simulate
+from costmodel.models.registry import build_model
+from costmodel.trace.recorder import BackwardHook, TraceSetup, trace_step
+from costmodel.trace.records import Lin, StepTrace, StorageKind
+
+CUDA_BLOCK_BYTES = 512
+"""The CUDA caching allocator hands out multiples of 512 bytes."""
+
+
+def sample_exemplars(buffer: Mapping[str, torch.Tensor], n: int,
+                     dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Draw ``n`` exemplars uniformly with replacement; images come back as ``dtype``.
+
+    The trainer samples with exactly this function, so the engine traces the
+    same allocations (indices, gathered images, their float conversion).
+    """
+    size = next(iter(buffer.values())).shape[0]
+    device = next(iter(buffer.values())).device
+    idx = torch.randint(0, max(size, 1), (n,), device=device)
+    out = {k: v[idx] for k, v in buffer.items()}
+    images = out.get("x")
+    if images is not None and images.dtype != dtype:
+        out["x"] = images.to(dtype) / 255.0 if images.dtype == torch.uint8 else images.to(dtype)
+    return out
+
+
+class TraceContext:
+    """The :class:`~costmodel.methods.base.StepContext` of a traced step."""
+
+    def __init__(self, model: nn.Module, task: int, state: Mapping[str, Any],
+                 backward: BackwardHook, buffer: Mapping[str, torch.Tensor], dtype: torch.dtype,
+                 tasks: int, classes: int) -> None:
+        self.model, self.task, self.state = model, task, state
+        self._backward, self._buffer, self._dtype = backward, buffer, dtype
+        self.tasks, self.classes = tasks, classes
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self._backward(loss)
+
+    def replay(self, n: int) -> dict[str, torch.Tensor]:
+        return sample_exemplars(self._buffer, n, self._dtype)
+
+
+@dataclass
+class MemoryPoint:
+    peak_bytes: int
+    breakdown: dict[str, int]
+    phase: str
+    where: str
+
+
+@dataclass
+class Plan:
+    selection: graph.Selection
+    timeline: Timeline
+    flops: graph.StepFlopsLin
+    grad_sizes: list[int]
+    _tot: np.ndarray = field(repr=False, default=None)  # (checkpoints, 3)
+    _after: np.ndarray = field(repr=False, default=None)  # (3,)
+    _state_cache: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._tot = self.timeline.coef.sum(axis=1)
+        self._after = self.timeline.after_backward.sum(axis=0)
+
+    def optimizer_bytes(self, opt: OptimizerSpec, device: str) -> tuple[int, int]:
+        """(state, step temporaries) for this plan's trainable parameters."""
+        key = (opt.name, device)
+        if key not in self._state_cache:
+            self._state_cache[key] = (opt.state_bytes(self.grad_sizes, device),
+                                      opt.step_temporaries(self.grad_sizes, device))
+        return self._state_cache[key]
+
+    def memory(self, batch: int, replay: int, opt: OptimizerSpec, device: str,
+               constants: Mapping[str, int]) -> MemoryPoint:
+        state, temps = self.optimizer_bytes(opt, device)
+        x = np.array((1, batch, replay), dtype=np.int64)
+        totals = self._tot @ x
+        k = int(totals.argmax())
+        after = int(self._after @ x)
+        const = sum(constants.values()) + state
+        if after + temps > int(totals[k]):
+            cats = self.timeline.after_backward @ x
+            phase, where = "optimizer", f"{opt.name}.step()"
+            extra_temps = temps
+        else:
+            cats = self.timeline.coef[k] @ x
+            phase, where = self.timeline.phase[k], self.timeline.where[k]
+            extra_temps = 0
+        breakdown = {c: int(v) for c, v in zip(CATEGORIES, cats)}
+        breakdown["temporaries"] += extra_temps
+        breakdown["optimizer_state"] = state
+        for name, value in constants.items():
+            breakdown[name] = breakdown.get(name, 0) + value
+        return MemoryPoint(sum(breakdown.values()), breakdown, phase, where)
+
+
+class StepModel:
+    """One traced step and the plans derived from it."""
+
+    def __init__(self, trace: StepTrace, network: nn.Module, state_bytes: Mapping[str, int]) -> None:
+        self.trace = trace
+        self.network = network
+        self.state_bytes = dict(state_bytes)
+        """Bytes of the buffer and method state the trace saw (categories 'buffer', 'method_state')."""
+        self._plans: dict[tuple, Plan] = {}
+
+    def plan(self, trainable: frozenset[str], instrumented: bool = False, device: str = "cpu",
+             at: tuple[int, int] | None = None) -> Plan:
+        """The plan for a trainable set.  On CUDA it depends on the batch (``at``)."""
+        key = (trainable, instrumented, device, at if device == "cuda" else None)
+        plan = self._plans.get(key)
+        if plan is None:
+            sel = graph.select(self.trace, trainable)
+            sizer = None
+            if device == "cuda":
+                batch, replay = at or (1, 0)
+
+                def sizer(nb: Lin) -> Lin:
+                    v = nb[0] + nb[1] * batch + nb[2] * replay
+                    return (math.ceil(v / CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES if v else 0, 0, 0)
+            tl = simulate(self.trace, sel, in_place_accumulation=not instrumented, sizer=sizer)
+            grad_sizes = [self._cuda(v) if device == "cuda" else v for v in tl.grad_bytes.values()]
+            plan = Plan(sel, tl, graph.flops(self.trace, sel), grad_sizes)
+            self._plans[key] = plan
+        return plan
+
+    @staticmethod
+    def _cuda(nbytes: int) -> int:
+        return math.ceil(nbytes / CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES
+
+    def all_params(self) -> frozenset[str]:
+        return frozenset(self.trace.param_numel)
+
+
+# -- building and caching traces ------------------------------------------------
+
+_TRACES: dict[tuple, StepModel] = {}
+
+
+def step_model(s: Any, method: Any, variant: str = "main") -> StepModel:
+    """The traced step of a resolved scenario's method (cached per process).
+
+    The key holds what changes the step's structure; batch sizes, optimizer,
+    freeze point and buffer size do not (they are evaluated, not traced).
+    """
+    key = (s.model, s.input_shape, s.classes, s.dtype, method.name, variant, s.tasks,
+           tuple(sorted((k, repr(v)) for k, v in s.options.items())),
+           round(float(s.sparsity), 6))
+    cached = _TRACES.get(key)
+    if cached is None:
+        cached = _trace_method(s, method, variant)
+        _TRACES[key] = cached
+    return cached
+
+
+def _trace_method(s: Any, method: Any, variant: str) -> StepModel:
+    dtype = s.torch_dtype
+
+    def build() -> nn.Module:
+        return build_model(s.model, s.classes, s.input_shape[0], "meta", dtype)
+
+    net = method.network(s, build)
+    task = 0 if variant == "first" else s.tasks - 1
+    stored = method.stored(s, net) if variant != "first" else []
+    teachers = method.teachers(s) if variant != "first" else 0
+    with torch.device("meta"):
+        tensors = {st.name: torch.empty(st.shape, dtype=st.dtype) for st in stored}
+        teacher_nets = [method.network(s, build) for _ in range(teachers)]
+    for t in teacher_nets:
+        t.requires_grad_(False)
+        t.train()
+    buffer = {key.split(".", 1)[1]: v for key, v in tensors.items() if key.startswith("buffer.")}
+    buffer = {("x" if k == "images" else "y" if k == "labels" else k): v for k, v in buffer.items()}
+    state: dict[str, Any] = {k: v for k, v in tensors.items() if not k.startswith("buffer.")}
+    if teacher_nets:
+        state["teacher"] = teacher_nets[0] if len(teacher_nets) == 1 else teacher_nets
+    externals: list[tuple[str, StorageKind, torch.Tensor]] = []
+    for st in stored:
+        kind = StorageKind.REPLAY if st.category == "buffer" else StorageKind.STATE
+        externals.append((st.name, kind, tensors[st.name]))
+    for i, t in enumerate(teacher_nets):
+        for name, p in list(t.named_parameters()) + list(t.named_buffers()):
+            externals.append((f"teacher{i}.{name}", StorageKind.STATE, p))
+
+    def factory(batch: int, replay: int, hook: BackwardHook) -> TraceSetup:
+        with torch.device("meta"):
+            x = torch.empty((batch, *s.input_shape), dtype=dtype)
+            y = torch.zeros(batch, dtype=torch.long)
+        ctx = TraceContext(net, task, state, hook, buffer, dtype, s.tasks, s.classes)
+        return TraceSetup(net, lambda: method.step(ctx, x, y),
+                          externals + [("<input>", StorageKind.INPUT, x),
+                                       ("<target>", StorageKind.INPUT, y)],
+                          s.input_shape, s.classes)
+
+    trace = trace_step(factory, replay=method.replays and variant != "first")
+    # Stored state is counted from its declaration (so the buffer size can change
+    # without a new trace); the trace's copies of it are set to zero bytes.
+    for st in trace.storages:
+        if st.kind in (StorageKind.REPLAY, StorageKind.STATE):
+            st.nbytes = (0, 0, 0)
+    state_bytes = {"buffer": 0, "method_state": 0}
+    for t in teacher_nets:
+        state_bytes["method_state"] += sum(p.numel() * p.element_size()
+                                           for p in list(t.parameters()) + list(t.buffers()))
+    return StepModel(trace, net, state_bytes)
+
+
+def stored_bytes(stored: list[Any]) -> dict[str, int]:
+    out = {"buffer": 0, "method_state": 0}
+    for st in stored:
+        out[st.category] += st.nbytes
+    return out
+

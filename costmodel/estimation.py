@@ -1,0 +1,271 @@
+"""The public entry point: what one step and one whole CL run of a method cost.
+
+>>> from costmodel import Scenario, estimate
+>>> e = estimate(Scenario(method="sgd", model="resnet18-cifar", batch_size=32))
+>>> e.memory.peak_bytes, e.step.forward_flops
+
+Every number comes from the engine's formulas over the traced facts (the step
+is traced once on the meta device, never executed).  ``convention`` picks the
+accounting: ``runtime`` (what PyTorch allocates) or ``paper`` (the LightCL
+table's theoretical one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from costmodel import conventions, engine, methods, paper
+from costmodel.errors import CostclError
+from costmodel.layers import LayerCost, layer_table
+from costmodel.memory.optimizers import optimizer
+from costmodel.methods.base import Method
+from costmodel.scenario import Scenario
+from costmodel.trace.records import at
+
+CONVENTIONS = ("runtime", "paper")
+BREAKDOWN_KEYS = ("parameters", "gradients", "optimizer_state", "activations", "buffer",
+                  "method_state", "temporaries", "model_buffers", "inputs")
+
+
+@dataclass(frozen=True)
+class StepCost:
+    forward_flops: int
+    backward_flops: int
+    elementwise_flops: int
+    backward_input_flops: int
+    backward_weight_flops: int
+    grouped_weight_grad_excess_flops: int
+    """Part of ``backward_flops`` that only FlopCounterMode's grouped-conv rule counts."""
+    samples: int
+    model_calls: int
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    name: str
+    tasks: int
+    epochs: int
+    images: int
+    steps: int
+    flops: int
+
+
+@dataclass(frozen=True)
+class RunCost:
+    steps: int
+    total_flops: int
+    phases: tuple[PhaseCost, ...]
+
+
+@dataclass(frozen=True)
+class MemoryCost:
+    peak_bytes: int
+    breakdown_bytes: dict[str, int]
+    phase: str
+    """Where the peak sits: 'forward', 'backward' or 'optimizer'."""
+    where: str
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+@dataclass(frozen=True)
+class Estimate:
+    convention: str
+    flops_convention: str
+    scenario: Scenario
+    step: StepCost
+    run: RunCost
+    memory: MemoryCost
+    trainable_params: int
+    total_params: int
+    layers: tuple[LayerCost, ...] | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    trainable: frozenset[str] = frozenset()
+    """Names of the parameters that train (not in the JSON: it can be long)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON shape (fields are added over time, never renamed)."""
+        out: dict[str, Any] = {
+            "convention": self.convention,
+            "flops_convention": self.flops_convention,
+            "scenario": self.scenario.to_json(),
+            "step": {
+                "forward_flops": self.step.forward_flops,
+                "backward_flops": self.step.backward_flops,
+                "elementwise_flops": self.step.elementwise_flops,
+                "backward_input_flops": self.step.backward_input_flops,
+                "backward_weight_flops": self.step.backward_weight_flops,
+                "grouped_weight_grad_excess_flops": self.step.grouped_weight_grad_excess_flops,
+                "samples": self.step.samples,
+                "model_calls": self.step.model_calls,
+            },
+            "run": {
+                "steps": self.run.steps,
+                "total_flops": self.run.total_flops,
+                "phases": [vars(p) for p in self.run.phases],
+            },
+            "memory": {
+                "peak_bytes": self.memory.peak_bytes,
+                "peak_mib": round(self.memory.peak_mib, 4),
+                "breakdown_bytes": dict(self.memory.breakdown_bytes),
+                "phase": self.memory.phase,
+                "where": self.memory.where,
+            },
+            "params": {"total": self.total_params, "trainable": self.trainable_params},
+            "notes": list(self.notes),
+        }
+        if self.layers is not None:
+            out["layers"] = [layer.to_json() for layer in self.layers]
+        return out
+
+
+def trainable_set(s: Scenario, method: Method, model: engine.StepModel) -> frozenset[str]:
+    """Which parameters train: the user's choice if given, else the method's."""
+    names = model.all_params()
+    if s.trainable is not None:
+        unknown = sorted(s.trainable - names)
+        if unknown:
+            raise CostclError(f"trainable parameter {unknown[0]!r} is not in {s.model}; "
+                              f"e.g. {', '.join(sorted(names)[:3])}")
+        return frozenset(s.trainable)
+    if s.train_from is not None:
+        return train_from(model, s.train_from)
+    chosen = method.trainable(s, model.network)
+    return names if chosen is None else frozenset(chosen)
+
+
+def train_from(model: engine.StepModel, prefix: str) -> frozenset[str]:
+    """Parameters first used at or after the first op of the first module named ``prefix...``."""
+    trace = model.trace
+    start = next((i for i, op in enumerate(trace.ops)
+                  if op.module == prefix or op.module.startswith(prefix + ".")
+                  or (op.module.startswith(prefix) and prefix.endswith("."))), None)
+    if start is None:
+        tops = [m.name for m in trace.modules if not m.name.startswith("<") and "." not in m.name]
+        shown = ", ".join(dict.fromkeys(tops[:8]))
+        raise CostclError(f"--train-from {prefix!r} names no module of {model.network.__class__.__name__}; "
+                          f"valid names include: {shown}")
+    first_use: dict[int, int] = {}
+    for i, op in enumerate(trace.ops):
+        for sid in op.inputs:
+            first_use.setdefault(sid, i)
+    return frozenset(p for p, sid in trace.param_sids.items() if first_use.get(sid, -1) >= start)
+
+
+def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "torch",
+             instrumented: bool = False, layers: bool = False) -> Estimate:
+    """Cost of one step and of the whole CL schedule of ``s``."""
+    if convention not in CONVENTIONS:
+        from costmodel.errors import suggest
+        raise suggest(convention, CONVENTIONS, "convention")
+    conventions.check(flops_convention)
+    s = methods.resolve(s)
+    method = methods.get(s.method)
+    opt = optimizer(s.optimizer)
+    main = engine.step_model(s, method)
+    trainable = trainable_set(s, method, main)
+    B, R = s.batch_size, (s.replay_batch if method.replays else 0)
+    if convention == "paper":
+        return _paper_estimate(s, method, main, trainable, flops_convention, layers)
+
+    variants = {p.variant for p in method.schedule(s)} | {"main"}
+    models = {v: engine.step_model(s, method, v) for v in variants}
+    stored = engine.stored_bytes(method.stored(s, main.network))
+    memory = None
+    for v, sm in models.items():
+        constants = {"buffer": stored["buffer"] if v != "first" else 0,
+                     "method_state": (stored["method_state"] + sm.state_bytes["method_state"])
+                     if v != "first" else 0}
+        tset = trainable & sm.all_params() if v == "main" else trainable_set(s, method, sm)
+        plan = sm.plan(tset, instrumented, s.device, (B, R))
+        point = plan.memory(B, R if v != "first" else 0, opt, s.device, constants)
+        if memory is None or point.peak_bytes > memory.peak_bytes:
+            memory = point
+    assert memory is not None
+    plan = main.plan(trainable, instrumented, s.device, (B, R))
+    fl = plan.flops
+    step = StepCost(
+        forward_flops=at(fl.forward, B, R),
+        backward_flops=at(fl.grad_input, B, R) + at(fl.grad_weight, B, R),
+        elementwise_flops=at(fl.elementwise, B, R),
+        backward_input_flops=at(fl.grad_input, B, R),
+        backward_weight_flops=at(fl.grad_weight, B, R),
+        grouped_weight_grad_excess_flops=at(fl.grouped_excess, B, R),
+        samples=B + R, model_calls=main.trace.model_calls)
+    step = conventions.converted(step, main.trace, flops_convention, B, R)
+    run = _run_cost(s, method, models, trainable, instrumented, flops_convention)
+    breakdown = {k: memory.breakdown.get(k, 0) for k in BREAKDOWN_KEYS}
+    total = sum(main.trace.param_numel.values())
+    n_train = sum(main.trace.param_numel[p] for p in trainable)
+    table = tuple(layer_table(main.trace, plan, B, R)) if layers else None
+    notes = []
+    if instrumented:
+        notes.append("instrumented: branch gradients summed out of place, as under a Python "
+                     "dispatch-mode memory tracker")
+    return Estimate("runtime", flops_convention, s, step, run,
+                    MemoryCost(sum(breakdown.values()), breakdown, memory.phase, memory.where),
+                    n_train, total, table, tuple(notes), trainable)
+
+
+def _run_cost(s: Scenario, method: Method, models: dict[str, engine.StepModel],
+              trainable: frozenset[str], instrumented: bool, flops_convention: str) -> RunCost:
+    B = s.batch_size
+    phases = []
+    for ph in method.schedule(s):
+        sm = models[ph.variant]
+        R = s.replay_batch if method.replays and ph.variant != "first" else 0
+        tset = trainable & sm.all_params()
+        fl = sm.plan(tset, instrumented, "cpu").flops
+        per_step = lambda b: conventions.step_total(fl, sm.trace, flops_convention, b, R)  # noqa: E731
+        full, rest = divmod(ph.images, B)
+        steps_per_epoch = full + (1 if rest else 0)
+        epoch_flops = full * per_step(B) + (per_step(rest) if rest else 0)
+        steps = ph.tasks * ph.epochs * steps_per_epoch
+        flops = ph.tasks * (ph.epochs * epoch_flops + ph.extra_flops)
+        phases.append(PhaseCost(ph.name, ph.tasks, ph.epochs, ph.images, steps, flops))
+    return RunCost(sum(p.steps for p in phases), sum(p.flops for p in phases), tuple(phases))
+
+
+def _paper_estimate(s: Scenario, method: Method, main: engine.StepModel,
+                    trainable: frozenset[str], flops_convention: str, layers: bool) -> Estimate:
+    terms = method.paper_terms(s)
+    f = paper.facts(main.trace, trainable, s.input_shape[1:])
+    word = paper.PAPER_WORD_BYTES
+    P = f.param_count * word
+    grads = (terms.gradients * P) if terms.gradients is not None else f.trainable_count * word
+    breakdown = {k: 0 for k in BREAKDOWN_KEYS}
+    breakdown["parameters"] = round(terms.weights * P * terms.density)
+    breakdown["gradients"] = round(grads * terms.density)
+    breakdown["method_state"] = round(terms.extra_params * P)
+    breakdown["activations"] = round(terms.samples * f.activation_bytes_per_sample)
+    fwd = terms.samples * f.forward_flops_per_sample
+    bwd = terms.samples * 2 * f.trainable_forward_flops_per_sample
+    step = StepCost(round(fwd * terms.density), round(bwd * terms.density), 0, 0,
+                    round(bwd * terms.density), 0, terms.samples, main.trace.model_calls)
+    per_sample = (f.forward_flops_per_sample + 2 * f.trainable_forward_flops_per_sample)
+    phases = []
+    for ph in method.schedule(s):
+        samples = terms.samples if ph.variant != "first" else s.batch_size
+        flops = round(ph.tasks * ph.epochs * ph.images * per_sample * samples / s.batch_size
+                      * terms.flops_factor * terms.density)
+        steps = ph.tasks * ph.epochs * -(-ph.images // s.batch_size)
+        phases.append(PhaseCost(ph.name, ph.tasks, ph.epochs, ph.images, steps, flops))
+    if flops_convention != "torch":
+        step = StepCost(step.forward_flops // 2, step.backward_flops // 2, 0, 0,
+                        step.backward_weight_flops // 2, 0, step.samples, step.model_calls)
+        phases = [PhaseCost(p.name, p.tasks, p.epochs, p.images, p.steps, p.flops // 2) for p in phases]
+    run = RunCost(sum(p.steps for p in phases), sum(p.flops for p in phases), tuple(phases))
+    notes = ["paper convention: weights + gradients + main-path conv outputs "
+             f"(a = {f.activation_bytes_per_sample / 2**20:.4g} MiB per sample, rounded as the "
+             "LightCL table does); no optimizer state, buffer images or temporaries"]
+    if terms.note:
+        notes.append(terms.note)
+    table = None
+    if layers:
+        plan = main.plan(trainable)
+        table = tuple(layer_table(main.trace, plan, s.batch_size, 0))
+    return Estimate("paper", flops_convention, s, step, run,
+                    MemoryCost(sum(breakdown.values()), breakdown, "theoretical", "step"),
+                    f.trainable_count, f.param_count, table, tuple(notes), trainable)

@@ -1,0 +1,19 @@
+"""Fine-tuning ("SGD" in the CL tables): each task in turn, nothing against forgetting."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from costmodel.methods.base import Method, StepContext
+
+
+class FineTune(Method):
+    name = "sgd"
+    summary = "fine-tuning: train on each task in turn, no defence against forgetting"
+    paper = "the lower bound of every CL table (e.g. LightCL, ASP-DAC 2025, Table 1)"
+
+    def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = ctx.model(x)
+        loss = F.cross_entropy(out, y)
+        ctx.backward(loss)
+        return loss.detach()

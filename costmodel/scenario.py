@@ -1,0 +1,188 @@
+"""The scenario: everything a cost depends on, in one object every layer shares.
+
+A field left ``None`` means "not said": the method's paper defaults fill it
+first, then the dataset's, then costcl's (:func:`costmodel.methods.resolve`).
+A scenario loads from a TOML file whose keys are these field names (method
+options in an ``[options]`` table); command-line flags override the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from costmodel.datasets import DatasetSpec, dataset
+from costmodel.errors import CostclError, suggest
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16,
+                                  "bf16": torch.bfloat16}
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    method: str = "sgd"
+    model: str = "resnet18-cifar"
+    dataset: str = "cifar10"
+    input_size: tuple[int, int, int] | None = None
+    """C, H, W; overrides the dataset's shape (custom data)."""
+    num_classes: int | None = None
+    """Classifier width; the dataset's class count unless given."""
+    tasks: int | None = None
+    epochs: int | None = None
+    """Epochs per task."""
+    batch_size: int | None = None
+    replay_batch: int | None = None
+    """Replayed samples per step, for methods that replay."""
+    buffer_size: int | None = None
+    """Exemplars kept in the replay buffer."""
+    optimizer: str | None = None
+    dtype: str = "fp32"
+    sparsity: float = 0.0
+    """Fraction of weights pruned (masked), for methods with a sparse variant."""
+    train_from: str | None = None
+    """Modules before the first one whose qualified name starts with this are frozen."""
+    trainable: frozenset[str] | None = None
+    """Python API: exactly these parameters train (overrides ``train_from``)."""
+    holdout: float | None = None
+    """Fraction of the training images held out for validation."""
+    device: str = "cpu"
+    """Where the step runs: 'cpu' or 'cuda' (allocator rounding, optimizer code path)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Method options (``--option KEY=VALUE``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        if self.trainable is not None and not isinstance(self.trainable, frozenset):
+            object.__setattr__(self, "trainable", frozenset(self.trainable))
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", tuple(self.input_size))
+        self.validate()
+
+    # -- derived facts -----------------------------------------------------------
+    @property
+    def data(self) -> DatasetSpec:
+        return dataset(self.dataset)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.input_size or self.data.input_shape
+
+    @property
+    def classes(self) -> int:
+        return self.num_classes or self.data.classes
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def images_per_task(self) -> int:
+        usable = round(self.data.train_images * (1 - (self.holdout or 0.0)))
+        return usable // (self.tasks or self.data.tasks)
+
+    def replace(self, **changes: Any) -> Scenario:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["input_size"] = list(self.input_shape)
+        out["num_classes"] = self.classes
+        out["trainable"] = sorted(self.trainable) if self.trainable is not None else None
+        out["options"] = dict(self.options)
+        return out
+
+    # -- checks --------------------------------------------------------------------
+    def validate(self) -> None:
+        dataset(self.dataset)
+        for name in ("batch_size", "tasks", "epochs"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise CostclError(f"{name.replace('_', '-')} must be a whole number >= 1, "
+                                  f"got {value!r}")
+        for name in ("replay_batch", "buffer_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise CostclError(f"{name.replace('_', '-')} must be a whole number >= 0, "
+                                  f"got {value!r}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise CostclError(f"num-classes must be >= 1, got {self.num_classes}")
+        if not 0.0 <= float(self.sparsity) < 1.0:
+            raise CostclError(f"sparsity must be in [0, 1), got {self.sparsity}; "
+                              "0.9 keeps one weight in ten")
+        if self.holdout is not None and not 0.0 <= self.holdout < 1.0:
+            raise CostclError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.dtype not in DTYPES:
+            raise suggest(self.dtype, DTYPES, "dtype")
+        if self.device not in DEVICES:
+            raise suggest(self.device, DEVICES, "device")
+        if self.input_size is not None:
+            if len(self.input_size) != 3 or any(not isinstance(d, int) or d < 1
+                                                for d in self.input_size):
+                raise CostclError(f"input size must be three positive integers C,H,W, "
+                                  f"got {self.input_size!r}")
+
+
+FIELDS = {f.name for f in dataclasses.fields(Scenario)}
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """'3,32,32' -> (3, 32, 32), or a one-line error."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or any(d < 1 for d in dims):
+        raise CostclError(f"malformed --input-size {text!r}; write C,H,W, e.g. 3,32,32")
+    return dims  # type: ignore[return-value]
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """'beta=2e-4' -> ('beta', 0.0002): TOML value syntax, bare words as strings."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise CostclError(f"malformed --option {text!r}; write KEY=VALUE, e.g. ratio=0.15")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key, parsed
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a scenario file; unknown keys and parse errors are one-line errors."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise CostclError(f"config file {str(p)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CostclError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CostclError(f"cannot read config file {str(p)!r}: {e}") from None
+    scenario = data.get("scenario", data)
+    unknown = sorted(set(scenario) - FIELDS)
+    if unknown:
+        raise suggest(unknown[0], sorted(FIELDS), f"key in {p.name}:")
+    if isinstance(scenario.get("input_size"), str):
+        scenario["input_size"] = parse_input_size(scenario["input_size"])
+    return scenario
+
+
+def build(file_values: Mapping[str, Any] | None = None, **flags: Any) -> Scenario:
+    """A scenario from a config file's values, overridden by flags that were given."""
+    values: dict[str, Any] = dict(file_values or {})
+    options = dict(values.pop("options", {}) or {})
+    options.update(flags.pop("options", None) or {})
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Scenario(**values, options=options)
+    except TypeError as e:
+        raise CostclError(f"bad scenario value: {e}") from None

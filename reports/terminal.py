@@ -1,0 +1,63 @@
+"""Rich tables for the terminal.  Each function takes a result object and a console."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from costmodel.estimation import BREAKDOWN_KEYS, Estimate
+from reports.units import flops, mib
+
+
+def scenario_line(e: Estimate) -> str:
+    s = e.scenario
+    replay = f", replay {s.replay_batch}" if s.replay_batch else ""
+    frozen = f", {e.trainable_params:,} of {e.total_params:,} parameters train"
+    return (f"{s.method} on {s.model}, {s.dataset} {tuple(s.input_shape)}, batch {s.batch_size}"
+            f"{replay}, {s.optimizer}, {s.dtype}, {s.device}{frozen}")
+
+
+def estimate_table(e: Estimate, console: Console, layers: bool = False) -> None:
+    unit = "FLOPs" if e.flops_convention == "torch" else "MACs"
+    console.print(f"[bold]costcl estimate[/bold] ({e.convention} convention, "
+                  f"{e.flops_convention} {unit})")
+    console.print(scenario_line(e))
+    t = Table(title="One training step", show_header=True, header_style="bold")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row(f"forward {unit}", flops(e.step.forward_flops))
+    t.add_row(f"backward {unit}", flops(e.step.backward_flops))
+    t.add_row("  of which input gradients", flops(e.step.backward_input_flops))
+    t.add_row("  of which weight gradients", flops(e.step.backward_weight_flops))
+    t.add_row("element-wise (estimate, not in the totals)", flops(e.step.elementwise_flops))
+    t.add_row(f"whole run: {e.run.steps:,} steps", flops(e.run.total_flops))
+    console.print(t)
+    m = Table(title=f"Peak memory: {mib(e.memory.peak_bytes)} MiB "
+                    f"({e.memory.phase}, at {e.memory.where})", header_style="bold")
+    m.add_column("term")
+    m.add_column("MiB", justify="right")
+    m.add_column("share", justify="right")
+    for key in BREAKDOWN_KEYS:
+        value = e.memory.breakdown_bytes.get(key, 0)
+        if value or key in ("parameters", "gradients", "optimizer_state", "activations"):
+            share = f"{100 * value / e.memory.peak_bytes:.1f}%" if e.memory.peak_bytes else "-"
+            m.add_row(key.replace("_", " "), mib(value), share)
+    m.add_row("[bold]peak[/bold]", f"[bold]{mib(e.memory.peak_bytes)}[/bold]", "100%")
+    console.print(m)
+    for note in e.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    if layers and e.layers:
+        layer_table(e, console)
+
+
+def layer_table(e: Estimate, console: Console) -> None:
+    t = Table(title="Per layer", header_style="bold")
+    for col in ("layer", "type", "params", "output", "fwd FLOPs", "bwd input", "bwd weight",
+                "saved MiB"):
+        t.add_column(col, justify="left" if col in ("layer", "type", "output") else "right")
+    for row in e.layers or ():
+        style = "dim" if row.frozen else None
+        t.add_row(row.name, row.type, f"{row.params:,}", "x".join(map(str, row.output_shape)),
+                  flops(row.forward_flops), flops(row.backward_input_flops),
+                  flops(row.backward_weight_flops), mib(row.saved_bytes), style=style)
+    console.print(t)
+    console.print("[dim]dim rows: frozen (no backward, nothing kept)[/dim]")

@@ -1,0 +1,58 @@
+"""Shared helpers: run a method's real step and measure it, the way `validate` does."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from costmodel import methods
+from costmodel.models.registry import build_model
+from lightcl.context import TrainContext
+from lightcl.measure import fake_cpu, measure_flops, memtracker_peak
+from lightcl.optim import build_optimizer
+
+
+def measured_flops(e) -> tuple[int, int]:
+    """FlopCounterMode's forward and backward FLOPs of one real step of e's scenario (meta tensors)."""
+    s = e.scenario
+    model = build_model(s.model, s.classes, s.input_shape[0], "meta")
+    model.train()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in e.trainable)
+    x = torch.empty((s.batch_size, *s.input_shape), device="meta")
+    y = torch.zeros(s.batch_size, dtype=torch.long, device="meta")
+    method = methods.get(s.method)
+    reading = measure_flops(lambda mark: method.step(TrainContext(model, on_backward=mark), x, y))
+    return reading.forward_flops, reading.backward_flops
+
+
+def measured_memory(e):
+    """MemTracker's peak of two real steps of e's scenario (fake CPU tensors)."""
+    s = e.scenario
+    with fake_cpu():
+        model = build_model(s.model, s.classes, s.input_shape[0], "cpu")
+        model.train()
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in e.trainable)
+        x = torch.randn((s.batch_size, *s.input_shape))
+        y = torch.randint(0, s.classes, (s.batch_size,))
+        opt = build_optimizer(s.optimizer, model.parameters())
+        method = methods.get(s.method)
+        ctx = TrainContext(model)
+        return memtracker_peak(model, opt, lambda: method.step(ctx, x, y), externals=(x, y))
+
+
+@pytest.fixture(scope="session")
+def tiny_factory(tmp_path_factory):
+    """A user model factory importable as tinymodels:make (for registry tests)."""
+    d = tmp_path_factory.mktemp("factory")
+    (d / "tinymodels.py").write_text(
+        "import torch.nn as nn\n"
+        "def make(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n"
+        "def broken():\n"
+        "    raise ValueError('no weights here')\n")
+    import sys
+    sys.path.insert(0, str(d))
+    yield "tinymodels"
+    sys.path.remove(str(d))
