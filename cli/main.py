@@ -56,49 +56,34 @@ def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
 @app.command()
 def models() -> None:
     """List the built-in model names (and how to name any other)."""
-    from rich.table import Table
-
     from costmodel.models.registry import MODELS
+    from reports.listing import listing
 
-    t = Table(header_style="bold")
-    t.add_column("model")
-    t.add_column("what")
-    for spec in MODELS.values():
-        t.add_row(spec.name, spec.description)
-    t.add_row("torchvision:NAME", "any torchvision classification model, e.g. torchvision:efficientnet_b0")
-    t.add_row("package.module:callable", "your own factory (called with num_classes= if it takes it)")
-    console.print(t)
+    rows = [(m.name, m.description) for m in MODELS.values()]
+    rows += [("torchvision:NAME", "any torchvision classification model"),
+             ("package.module:callable", "your own factory (given num_classes= if it takes it)")]
+    listing(console, ("model", "what"), rows)
 
 
 @app.command()
 def datasets() -> None:
     """List the datasets: shape, classes, training images, default tasks and epochs."""
-    from rich.table import Table
-
     from costmodel.datasets import DATASETS
+    from reports.listing import listing
 
-    t = Table(header_style="bold")
-    for col in ("dataset", "shape", "classes", "train images", "tasks", "epochs", "what"):
-        t.add_column(col)
-    for d in DATASETS.values():
-        t.add_row(d.name, "x".join(map(str, d.input_shape)), str(d.classes), f"{d.train_images:,}",
-                  str(d.tasks), str(d.epochs), d.description)
-    console.print(t)
+    listing(console, ("dataset", "C x H x W", "classes", "train images", "tasks", "epochs"),
+            [(d.name, "x".join(map(str, d.input_shape)), str(d.classes), f"{d.train_images:,}",
+              str(d.tasks), str(d.epochs)) for d in DATASETS.values()])
 
 
 @app.command()
 def methods() -> None:
     """List the CL methods costcl can cost, with the paper each comes from."""
-    from rich.table import Table
-
     from costmodel.methods import catalog
+    from reports.listing import listing
 
-    t = Table(header_style="bold")
-    for col in ("method", "what it does", "from"):
-        t.add_column(col)
-    for m in catalog().values():
-        t.add_row(m.name, m.summary, m.paper)
-    console.print(t)
+    listing(console, ("method", "what it does (source)"),
+            [(m.name, f"{m.summary} ({m.paper})") for m in catalog().values()])
 
 
 @app.command()
