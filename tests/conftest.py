@@ -29,11 +29,11 @@ def measured_memory(e):
     """MemTracker's peak of two real steps of e's scenario (fake CPU tensors)."""
     s = e.scenario
     with fake_cpu():
-        model = build_model(s.model, s.classes, s.input_shape[0], "cpu")
+        model = build_model(s.model, s.classes, s.input_shape[0], "cpu", s.torch_dtype)
         model.train()
         for name, p in model.named_parameters():
             p.requires_grad_(name in e.trainable)
-        x = torch.randn((s.batch_size, *s.input_shape))
+        x = torch.randn((s.batch_size, *s.input_shape), dtype=s.torch_dtype)
         y = torch.randint(0, s.classes, (s.batch_size,))
         opt = build_optimizer(s.optimizer, model.parameters())
         method = methods.get(s.method)

@@ -71,3 +71,12 @@ def test_sgd_step_of_the_facts_file():
     e = estimate(Scenario(batch_size=32))
     assert e.step.forward_flops + e.step.backward_flops == 106_527_916_032
     assert e.step.forward_flops == 32 * 1_110_845_440
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_low_precision_training_halves_the_tensors(dtype):
+    s = Scenario(batch_size=16, dtype=dtype, optimizer="adam")
+    e, full = estimate(s, instrumented=True), estimate(s.replace(dtype="fp32"), instrumented=True)
+    assert e.memory.breakdown_bytes["parameters"] * 2 == full.memory.breakdown_bytes["parameters"]
+    ref = measured_memory(e)
+    assert abs(e.memory.peak_bytes - ref.peak_bytes) <= 0.001 * ref.peak_bytes

@@ -118,9 +118,14 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, device: str =
                 dtype: torch.dtype = torch.float32) -> nn.Module:
     """Build a model on ``device`` (meta by default) in ``dtype``."""
     spec = resolve(name)
-    with torch.device(device):
-        model = spec.build(num_classes, in_channels)
-    return model.to(dtype=dtype) if dtype != torch.float32 else model
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build in the dtype: no conversion pass afterwards
+    try:
+        with torch.device(device):
+            model = spec.build(num_classes, in_channels)
+    finally:
+        torch.set_default_dtype(previous)
+    return model
 
 
 def head_name(model: nn.Module) -> str | None:
