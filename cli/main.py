@@ -83,7 +83,7 @@ def methods() -> None:
     from reports.listing import listing
 
     listing(console, ("method", "what it does (source)"),
-            [(m.name, f"{m.summary} ({m.paper})") for m in catalog().values()])
+            [(m.name, f"{m.summary}; from {m.paper}") for m in catalog().values()])
 
 
 @app.command()

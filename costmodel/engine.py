@@ -50,10 +50,12 @@ class TraceContext:
 
     def __init__(self, model: nn.Module, task: int, state: Mapping[str, Any],
                  backward: BackwardHook, buffer: Mapping[str, torch.Tensor], dtype: torch.dtype,
-                 tasks: int, classes: int) -> None:
+                 tasks: int, classes: int, variant: str, options: Mapping[str, Any],
+                 replay_batch: int) -> None:
         self.model, self.task, self.state = model, task, state
         self._backward, self._buffer, self._dtype = backward, buffer, dtype
-        self.tasks, self.classes = tasks, classes
+        self.tasks, self.classes, self.variant = tasks, classes, variant
+        self.options, self.replay_batch = options, replay_batch
 
     def backward(self, loss: torch.Tensor) -> None:
         self._backward(loss)
@@ -167,12 +169,29 @@ def step_model(s: Any, method: Any, variant: str = "main") -> StepModel:
     """
     key = (s.model, s.input_shape, s.classes, s.dtype, method.name, variant, s.tasks,
            tuple(sorted((k, repr(v)) for k, v in s.options.items())),
-           round(float(s.sparsity), 6))
+           round(float(s.sparsity or 0), 6), s.setting)
     cached = _TRACES.get(key)
     if cached is None:
         cached = _trace_method(s, method, variant)
         _TRACES[key] = cached
     return cached
+
+
+def tasks_seen(s: Any, variant: str) -> int:
+    """How many tasks the network has seen when a variant's step runs."""
+    return {"first": 1, "t2": 2}.get(variant, s.tasks)
+
+
+def split_state(stored: list[Any], tensors: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Stored tensors as the step sees them: the replay buffer ('x', 'y', ...) and the rest."""
+    buffer, state = {}, {}
+    for st in stored:
+        if st.name.startswith("buffer."):
+            key = st.name.split(".", 1)[1]
+            buffer[{"images": "x", "labels": "y"}.get(key, key)] = tensors[st.name]
+        else:
+            state[st.name] = tensors[st.name]
+    return buffer, state
 
 
 def _trace_method(s: Any, method: Any, variant: str) -> StepModel:
@@ -181,50 +200,46 @@ def _trace_method(s: Any, method: Any, variant: str) -> StepModel:
     def build() -> nn.Module:
         return build_model(s.model, s.classes, s.input_shape[0], "meta", dtype)
 
-    net = method.network(s, build)
-    task = 0 if variant == "first" else s.tasks - 1
-    stored = method.stored(s, net) if variant != "first" else []
-    teachers = method.teachers(s) if variant != "first" else 0
-    with torch.device("meta"):
-        tensors = {st.name: torch.empty(st.shape, dtype=st.dtype) for st in stored}
-        teacher_nets = [method.network(s, build) for _ in range(teachers)]
+    seen = tasks_seen(s, variant)
+    with torch.device("meta"):  # layers a method adds (new heads) land on meta too
+        net = method.network(s, build, seen)
+        teacher_nets = [method.network(s, build, seen) for _ in range(method.teachers(s, variant))]
     for t in teacher_nets:
         t.requires_grad_(False)
         t.train()
-    buffer = {key.split(".", 1)[1]: v for key, v in tensors.items() if key.startswith("buffer.")}
-    buffer = {("x" if k == "images" else "y" if k == "labels" else k): v for k, v in buffer.items()}
-    state: dict[str, Any] = {k: v for k, v in tensors.items() if not k.startswith("buffer.")}
-    if teacher_nets:
-        state["teacher"] = teacher_nets[0] if len(teacher_nets) == 1 else teacher_nets
-    externals: list[tuple[str, StorageKind, torch.Tensor]] = []
-    for st in stored:
-        kind = StorageKind.REPLAY if st.category == "buffer" else StorageKind.STATE
-        externals.append((st.name, kind, tensors[st.name]))
-    for i, t in enumerate(teacher_nets):
-        for name, p in list(t.named_parameters()) + list(t.named_buffers()):
-            externals.append((f"teacher{i}.{name}", StorageKind.STATE, p))
+    teacher_externals = [(f"teacher{i}.{name}", StorageKind.STATE, p)
+                         for i, t in enumerate(teacher_nets)
+                         for name, p in list(t.named_parameters()) + list(t.named_buffers())]
+    uses_replay = method.replays and variant != "first"
 
     def factory(batch: int, replay: int, hook: BackwardHook) -> TraceSetup:
+        sized = s.replace(buffer_size=replay) if method.replay_is_buffer else s
+        stored = method.stored(sized, net, variant)
         with torch.device("meta"):
+            tensors = {st.name: torch.empty(st.shape, dtype=st.dtype) for st in stored}
             x = torch.empty((batch, *s.input_shape), dtype=dtype)
             y = torch.zeros(batch, dtype=torch.long)
-        ctx = TraceContext(net, task, state, hook, buffer, dtype, s.tasks, s.classes)
+        buffer, state = split_state(stored, tensors)
+        if teacher_nets:
+            state["teacher"] = teacher_nets[0]
+        externals = [(st.name, StorageKind.REPLAY if st.category == "buffer" else StorageKind.STATE,
+                      tensors[st.name]) for st in stored]
+        ctx = TraceContext(net, seen - 1, state, hook, buffer, dtype, s.tasks, s.classes, variant,
+                           s.options, replay)
         return TraceSetup(net, lambda: method.step(ctx, x, y),
-                          externals + [("<input>", StorageKind.INPUT, x),
-                                       ("<target>", StorageKind.INPUT, y)],
+                          externals + teacher_externals + [("<input>", StorageKind.INPUT, x),
+                                                           ("<target>", StorageKind.INPUT, y)],
                           s.input_shape, s.classes)
 
-    trace = trace_step(factory, replay=method.replays and variant != "first")
+    trace = trace_step(factory, replay=uses_replay)
     # Stored state is counted from its declaration (so the buffer size can change
     # without a new trace); the trace's copies of it are set to zero bytes.
     for st in trace.storages:
         if st.kind in (StorageKind.REPLAY, StorageKind.STATE):
             st.nbytes = (0, 0, 0)
-    state_bytes = {"buffer": 0, "method_state": 0}
-    for t in teacher_nets:
-        state_bytes["method_state"] += sum(p.numel() * p.element_size()
-                                           for p in list(t.parameters()) + list(t.buffers()))
-    return StepModel(trace, net, state_bytes)
+    teacher_bytes = sum(p.numel() * p.element_size() for t in teacher_nets
+                        for p in list(t.parameters()) + list(t.buffers()))
+    return StepModel(trace, net, {"buffer": 0, "method_state": teacher_bytes})
 
 
 def stored_bytes(stored: list[Any]) -> dict[str, int]:

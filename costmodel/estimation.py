@@ -121,7 +121,8 @@ class Estimate:
         return out
 
 
-def trainable_set(s: Scenario, method: Method, model: engine.StepModel) -> frozenset[str]:
+def trainable_set(s: Scenario, method: Method, model: engine.StepModel,
+                  variant: str = "main") -> frozenset[str]:
     """Which parameters train: the user's choice if given, else the method's."""
     names = model.all_params()
     if s.trainable is not None:
@@ -132,7 +133,7 @@ def trainable_set(s: Scenario, method: Method, model: engine.StepModel) -> froze
         return frozenset(s.trainable)
     if s.train_from is not None:
         return train_from(model, s.train_from)
-    chosen = method.trainable(s, model.network)
+    chosen = method.trainable(s, model.network, variant)
     return names if chosen is None else frozenset(chosen)
 
 
@@ -154,6 +155,13 @@ def train_from(model: engine.StepModel, prefix: str) -> frozenset[str]:
     return frozenset(p for p, sid in trace.param_sids.items() if first_use.get(sid, -1) >= start)
 
 
+def _variants(s: Scenario, method: Method) -> set[str]:
+    out = {p.variant for p in method.schedule(s)} | {"main"}
+    if method.grows:
+        out |= {"first", "t2"}
+    return out
+
+
 def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "torch",
              instrumented: bool = False, layers: bool = False) -> Estimate:
     """Cost of one step and of the whole CL schedule of ``s``."""
@@ -170,21 +178,20 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
     if convention == "paper":
         return _paper_estimate(s, method, main, trainable, flops_convention, layers)
 
-    variants = {p.variant for p in method.schedule(s)} | {"main"}
-    models = {v: engine.step_model(s, method, v) for v in variants}
-    stored = engine.stored_bytes(method.stored(s, main.network))
+    models = {v: engine.step_model(s, method, v) for v in _variants(s, method)}
+    plans = {v: sm.plan(trainable_set(s, method, sm, v), instrumented, s.device, (B, R))
+             for v, sm in models.items()}
     memory = None
     for v, sm in models.items():
-        constants = {"buffer": stored["buffer"] if v != "first" else 0,
-                     "method_state": (stored["method_state"] + sm.state_bytes["method_state"])
-                     if v != "first" else 0}
-        tset = trainable & sm.all_params() if v == "main" else trainable_set(s, method, sm)
-        plan = sm.plan(tset, instrumented, s.device, (B, R))
-        point = plan.memory(B, R if v != "first" else 0, opt, s.device, constants)
+        stored = engine.stored_bytes(method.stored(s, sm.network, v))
+        constants = {"buffer": stored["buffer"],
+                     "method_state": stored["method_state"] + sm.state_bytes["method_state"]}
+        r = R if method.replays and v != "first" else 0
+        point = plans[v].memory(B, r, opt, s.device, constants)
         if memory is None or point.peak_bytes > memory.peak_bytes:
             memory = point
     assert memory is not None
-    plan = main.plan(trainable, instrumented, s.device, (B, R))
+    plan = plans["main"]
     fl = plan.flops
     step = StepCost(
         forward_flops=at(fl.forward, B, R),
@@ -193,14 +200,14 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
         backward_input_flops=at(fl.grad_input, B, R),
         backward_weight_flops=at(fl.grad_weight, B, R),
         grouped_weight_grad_excess_flops=at(fl.grouped_excess, B, R),
-        samples=B + R, model_calls=main.trace.model_calls)
+        samples=method.paper_terms(s).samples, model_calls=main.trace.model_calls)
     step = conventions.converted(step, main.trace, flops_convention, B, R)
-    run = _run_cost(s, method, models, trainable, instrumented, flops_convention)
+    run = _run_cost(s, method, models, plans, flops_convention)
     breakdown = {k: memory.breakdown.get(k, 0) for k in BREAKDOWN_KEYS}
     total = sum(main.trace.param_numel.values())
     n_train = sum(main.trace.param_numel[p] for p in trainable)
     table = tuple(layer_table(main.trace, plan, B, R)) if layers else None
-    notes = []
+    notes = list(method.notes(s)) if hasattr(method, "notes") else []
     if instrumented:
         notes.append("instrumented: branch gradients summed out of place, as under a Python "
                      "dispatch-mode memory tracker")
@@ -209,54 +216,94 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
                     n_train, total, table, tuple(notes), trainable)
 
 
+def per_sample_flops(trace: Any, plan: Any) -> tuple[int, int]:
+    """Forward and backward FLOPs of one sample through the trained model, once.
+
+    The first run of each layer in the step counts, per sample of whichever
+    batch it ran on: what a pass outside the steps (Fisher, herding) costs.
+    """
+    fwd = bwd = 0
+    seen: set[str] = set()
+    for op in trace.ops:
+        if not op.macs_by_kind or op.module in seen:
+            continue
+        seen.add(op.module)
+        fwd += max(op.forward_flops[1], op.forward_flops[2])
+        for node, g in zip(op.grad_nodes, op.grad_flops):
+            if node is not None and plan.selection.active[node]:
+                bwd += max(g[1], g[2])
+    return fwd, bwd
+
+
 def _run_cost(s: Scenario, method: Method, models: dict[str, engine.StepModel],
-              trainable: frozenset[str], instrumented: bool, flops_convention: str) -> RunCost:
+              plans: dict[str, Any], flops_convention: str) -> RunCost:
     B = s.batch_size
+
+    def step_flops(variant: str, b: int, r: int) -> int:
+        return conventions.step_total(plans[variant].flops, models[variant].trace,
+                                      flops_convention, b, r)
+
     phases = []
+    mac = 1 if flops_convention == "torch" else 2
     for ph in method.schedule(s):
-        sm = models[ph.variant]
         R = s.replay_batch if method.replays and ph.variant != "first" else 0
-        tset = trainable & sm.all_params()
-        fl = sm.plan(tset, instrumented, "cpu").flops
-        per_step = lambda b: conventions.step_total(fl, sm.trace, flops_convention, b, R)  # noqa: E731
         full, rest = divmod(ph.images, B)
         steps_per_epoch = full + (1 if rest else 0)
-        epoch_flops = full * per_step(B) + (per_step(rest) if rest else 0)
+        fwd1, bwd1 = per_sample_flops(models[ph.variant].trace, plans[ph.variant])
+        extra = (ph.extra_forward_samples * fwd1 + ph.extra_train_samples * (fwd1 + bwd1)) // mac
+        flops = 0
+        for t in range(ph.first_task, ph.first_task + ph.tasks):
+            if method.grows:  # per-step FLOPs are affine in the task index
+                f = lambda b, t=t: step_flops("first", b, R) + t * (  # noqa: E731
+                    step_flops("t2", b, R) - step_flops("first", b, R))
+            else:
+                f = lambda b, v=ph.variant: step_flops(v, b, R)  # noqa: E731
+            epoch = full * f(B) + (f(rest) if rest else 0)
+            flops += ph.epochs * epoch + extra
         steps = ph.tasks * ph.epochs * steps_per_epoch
-        flops = ph.tasks * (ph.epochs * epoch_flops + ph.extra_flops)
         phases.append(PhaseCost(ph.name, ph.tasks, ph.epochs, ph.images, steps, flops))
     return RunCost(sum(p.steps for p in phases), sum(p.flops for p in phases), tuple(phases))
 
 
+def _base_params(s: Scenario) -> int:
+    from costmodel.models.registry import build_model
+    return sum(p.numel() for p in build_model(s.model, s.classes, s.input_shape[0]).parameters())
+
+
 def _paper_estimate(s: Scenario, method: Method, main: engine.StepModel,
                     trainable: frozenset[str], flops_convention: str, layers: bool) -> Estimate:
+    """The table's accounting: every task trains ``images x epochs`` samples (plus the
+    replayed ones, ``samples / batch``), 3 forward passes each, times the method's factor."""
     terms = method.paper_terms(s)
-    f = paper.facts(main.trace, trainable, s.input_shape[1:])
+    if method.grows:  # the table's a and F are one model's, whatever the method builds around it
+        base = methods.resolve(s.replace(method="sgd", options={}, setting="class-il"))
+        sm = engine.step_model(base, methods.get("sgd"))
+        f = paper.facts(sm.trace, sm.all_params(), s.input_shape[1:])
+    else:
+        f = paper.facts(main.trace, trainable, s.input_shape[1:])
     word = paper.PAPER_WORD_BYTES
-    P = f.param_count * word
-    grads = (terms.gradients * P) if terms.gradients is not None else f.trainable_count * word
+    P = _base_params(s) * word  # the table's P: one model, whatever the method builds around it
+    net_count = sum(main.trace.param_numel.values())
+    train_count = sum(main.trace.param_numel[p] for p in trainable)
+    weights = terms.weights * P if terms.weights is not None else net_count * word
+    grads = (terms.gradients * P) if terms.gradients is not None else train_count * word
     breakdown = {k: 0 for k in BREAKDOWN_KEYS}
-    breakdown["parameters"] = round(terms.weights * P * terms.density)
+    breakdown["parameters"] = round(weights * terms.density)
     breakdown["gradients"] = round(grads * terms.density)
-    breakdown["method_state"] = round(terms.extra_params * P)
+    breakdown["method_state"] = round(terms.extra_params * P) + terms.extra_bytes
     breakdown["activations"] = round(terms.samples * f.activation_bytes_per_sample)
+    mac = 1 if flops_convention == "torch" else 2
     fwd = terms.samples * f.forward_flops_per_sample
     bwd = terms.samples * 2 * f.trainable_forward_flops_per_sample
-    step = StepCost(round(fwd * terms.density), round(bwd * terms.density), 0, 0,
-                    round(bwd * terms.density), 0, terms.samples, main.trace.model_calls)
-    per_sample = (f.forward_flops_per_sample + 2 * f.trainable_forward_flops_per_sample)
-    phases = []
-    for ph in method.schedule(s):
-        samples = terms.samples if ph.variant != "first" else s.batch_size
-        flops = round(ph.tasks * ph.epochs * ph.images * per_sample * samples / s.batch_size
-                      * terms.flops_factor * terms.density)
-        steps = ph.tasks * ph.epochs * -(-ph.images // s.batch_size)
-        phases.append(PhaseCost(ph.name, ph.tasks, ph.epochs, ph.images, steps, flops))
-    if flops_convention != "torch":
-        step = StepCost(step.forward_flops // 2, step.backward_flops // 2, 0, 0,
-                        step.backward_weight_flops // 2, 0, step.samples, step.model_calls)
-        phases = [PhaseCost(p.name, p.tasks, p.epochs, p.images, p.steps, p.flops // 2) for p in phases]
-    run = RunCost(sum(p.steps for p in phases), sum(p.flops for p in phases), tuple(phases))
+    step = StepCost(round(fwd * terms.density) // mac, round(bwd * terms.density) // mac, 0, 0,
+                    round(bwd * terms.density) // mac, 0, terms.samples, main.trace.model_calls)
+    per_sample = f.forward_flops_per_sample + 2 * f.trainable_forward_flops_per_sample
+    images = s.images_per_task() * s.tasks
+    flops = round(images * s.epochs * per_sample * terms.samples / s.batch_size
+                  * terms.flops_factor * terms.density) // mac
+    steps = s.tasks * s.epochs * -(-s.images_per_task() // s.batch_size)
+    run = RunCost(steps, flops, (PhaseCost("paper schedule", s.tasks, s.epochs,
+                                           s.images_per_task(), steps, flops),))
     notes = ["paper convention: weights + gradients + main-path conv outputs "
              f"(a = {f.activation_bytes_per_sample / 2**20:.4g} MiB per sample, rounded as the "
              "LightCL table does); no optimizer state, buffer images or temporaries"]
@@ -264,8 +311,7 @@ def _paper_estimate(s: Scenario, method: Method, main: engine.StepModel,
         notes.append(terms.note)
     table = None
     if layers:
-        plan = main.plan(trainable)
-        table = tuple(layer_table(main.trace, plan, s.batch_size, 0))
+        table = tuple(layer_table(main.trace, main.plan(trainable), s.batch_size, 0))
     return Estimate("paper", flops_convention, s, step, run,
                     MemoryCost(sum(breakdown.values()), breakdown, "theoretical", "step"),
-                    f.trainable_count, f.param_count, table, tuple(notes), trainable)
+                    train_count, net_count, table, tuple(notes), trainable)

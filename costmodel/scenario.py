@@ -23,13 +23,17 @@ from costmodel.errors import CostclError, suggest
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16,
                                   "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda")
+SETTINGS = ("class-il", "task-il")
+DEFAULT_MODEL, DEFAULT_DATASET = "resnet18-cifar", "cifar10"
 
 
 @dataclass(frozen=True)
 class Scenario:
     method: str = "sgd"
-    model: str = "resnet18-cifar"
-    dataset: str = "cifar10"
+    model: str | None = None
+    """Default: the method's paper (e.g. resnet32-cifar for MEMO), else resnet18-cifar."""
+    dataset: str | None = None
+    """Default: the method's paper, else cifar10."""
     input_size: tuple[int, int, int] | None = None
     """C, H, W; overrides the dataset's shape (custom data)."""
     num_classes: int | None = None
@@ -44,7 +48,7 @@ class Scenario:
     """Exemplars kept in the replay buffer."""
     optimizer: str | None = None
     dtype: str = "fp32"
-    sparsity: float = 0.0
+    sparsity: float | None = None
     """Fraction of weights pruned (masked), for methods with a sparse variant."""
     train_from: str | None = None
     """Modules before the first one whose qualified name starts with this are frozen."""
@@ -54,6 +58,8 @@ class Scenario:
     """Fraction of the training images held out for validation."""
     device: str = "cpu"
     """Where the step runs: 'cpu' or 'cuda' (allocator rounding, optimizer code path)."""
+    setting: str = "class-il"
+    """'class-il' (no task identity at test time) or 'task-il'."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Method options (``--option KEY=VALUE``)."""
 
@@ -68,7 +74,7 @@ class Scenario:
     # -- derived facts -----------------------------------------------------------
     @property
     def data(self) -> DatasetSpec:
-        return dataset(self.dataset)
+        return dataset(self.dataset or DEFAULT_DATASET)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -99,7 +105,9 @@ class Scenario:
 
     # -- checks --------------------------------------------------------------------
     def validate(self) -> None:
-        dataset(self.dataset)
+        dataset(self.dataset or DEFAULT_DATASET)
+        if self.setting not in SETTINGS:
+            raise suggest(self.setting, SETTINGS, "setting")
         for name in ("batch_size", "tasks", "epochs"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -112,7 +120,7 @@ class Scenario:
                                   f"got {value!r}")
         if self.num_classes is not None and self.num_classes < 1:
             raise CostclError(f"num-classes must be >= 1, got {self.num_classes}")
-        if not 0.0 <= float(self.sparsity) < 1.0:
+        if self.sparsity is not None and not 0.0 <= float(self.sparsity) < 1.0:
             raise CostclError(f"sparsity must be in [0, 1), got {self.sparsity}; "
                               "0.9 keeps one weight in ten")
         if self.holdout is not None and not 0.0 <= self.holdout < 1.0:

@@ -20,8 +20,11 @@ class TrainContext:
     def __init__(self, model: nn.Module, task: int = 0, state: Mapping[str, Any] | None = None,
                  buffer: Mapping[str, torch.Tensor] | None = None,
                  dtype: torch.dtype = torch.float32, tasks: int = 1, classes: int = 10,
-                 on_backward: Callable[[], None] | None = None) -> None:
+                 on_backward: Callable[[], None] | None = None, variant: str = "main",
+                 options: Mapping[str, Any] | None = None, replay_batch: int = 0) -> None:
         self.model, self.task, self.state = model, task, dict(state or {})
+        self.variant, self.options = variant, dict(options or {})
+        self.replay_batch = replay_batch
         self.buffer = dict(buffer or {})
         self.dtype, self.tasks, self.classes = dtype, tasks, classes
         self._on_backward = on_backward

@@ -14,7 +14,8 @@ from costmodel.errors import CostclError, suggest
 from costmodel.methods.base import Method
 from costmodel.scenario import Scenario
 
-GLOBAL_DEFAULTS = {"batch_size": 32, "optimizer": "sgd", "holdout": 0.0}
+GLOBAL_DEFAULTS = {"model": "resnet18-cifar", "dataset": "cifar10", "batch_size": 32,
+                   "optimizer": "sgd", "holdout": 0.0, "sparsity": 0.0}
 
 
 @functools.cache
@@ -45,7 +46,15 @@ def resolve(s: Scenario) -> Scenario:
     if unknown:
         takes = ", ".join(method.options) or "no options"
         raise CostclError(f"method {method.name!r} takes no option {unknown[0]!r}; it takes: {takes}")
+    if s.setting not in method.settings:
+        raise CostclError(f"method {method.name!r} cannot run under {s.setting} evaluation "
+                          f"({method.settings_why}); use --setting {method.settings[0]}")
     filled: dict[str, Any] = {}
+    for key in ("model", "dataset"):  # first: the other defaults depend on the dataset
+        if getattr(s, key) is None:
+            filled[key] = method.defaults.get(key, GLOBAL_DEFAULTS[key])
+    s = s.replace(**filled)
+    filled = {}
     data = s.data
     fallback = {
         **GLOBAL_DEFAULTS,
@@ -61,6 +70,11 @@ def resolve(s: Scenario) -> Scenario:
         filled["replay_batch"] = s.batch_size or filled.get("batch_size", 32)
     options = {k: o.default for k, o in method.options.items()} | dict(s.options)
     out = s.replace(**filled, options=options)
+    if method.replay_is_buffer:  # every stored sample is forwarded in every step
+        if s.replay_batch is not None and s.replay_batch != out.buffer_size:
+            raise CostclError(f"{method.name} forwards all {out.buffer_size} stored samples in "
+                              "every step; set --buffer-size instead of --replay-batch")
+        out = out.replace(replay_batch=out.buffer_size)
     if out.tasks > out.classes:
         raise CostclError(f"{out.tasks} tasks cannot split {out.classes} classes; "
                           f"use --tasks {out.classes} or fewer")

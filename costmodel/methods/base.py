@@ -57,12 +57,15 @@ class PaperTerms:
 
     samples: int
     """Samples per step whose activations and FLOPs count (batch + replayed)."""
-    weights: float = 1.0
-    """Multiples of the model's parameter memory P held as weights."""
+    weights: float | None = 1.0
+    """Multiples of the model's parameter memory P held as weights (``None``: the
+    network as built for the last task, for methods that grow it)."""
     gradients: float | None = None
     """Multiples of P held as gradients (``None``: the trainable part's share)."""
     extra_params: float = 0.0
     """Further parameter-sized tensors the method stores (Fisher, columns, ...)."""
+    extra_bytes: int = 0
+    """Further stored tensors counted by size (LightCL's feature references)."""
     flops_factor: float = 1.0
     """Multiplier on the whole run's FLOPs (JOINT retrains, PNN's columns)."""
     density: float = 1.0
@@ -81,9 +84,15 @@ class Phase:
     """Training images seen per epoch of each of those tasks."""
     epochs: int
     variant: str = "main"
-    """Which step (traced separately when it differs): 'main' or e.g. 'first'."""
-    extra_flops: int = 0
-    """Work outside the steps, per task (Fisher estimation, exemplar selection)."""
+    """Which step: 'main' (the steady state, traced at the last task), 'first'
+    (task 0: no buffer or teacher yet) or a method's own (e.g. 'learn')."""
+    first_task: int = 0
+    """Index of the first task of the phase (growing networks cost more per task)."""
+    extra_forward_samples: int = 0
+    """Per task, samples run forward only outside the steps (herding, references)."""
+    extra_train_samples: int = 0
+    """Per task, samples run forward and backward one at a time outside the steps
+    (EWC's Fisher, ODIL's importance)."""
 
 
 class StepContext(Protocol):
@@ -91,6 +100,13 @@ class StepContext(Protocol):
 
     model: nn.Module
     task: int
+    tasks: int
+    classes: int
+    variant: str
+    options: Mapping[str, Any]
+    """The method's resolved options (paper defaults, then ``--option``)."""
+    replay_batch: int
+    """Samples a replay draws (``Scenario.replay_batch``)."""
     state: Mapping[str, Any]
 
     def backward(self, loss: torch.Tensor) -> None: ...
@@ -106,23 +122,33 @@ class Method:
     paper: ClassVar[str] = ""
     replays: ClassVar[bool] = False
     """Does a step draw a replay batch (``Scenario.replay_batch``) from a buffer?"""
+    replay_is_buffer: ClassVar[bool] = False
+    """Every stored sample is forwarded in every step (LightCL): replay batch = buffer."""
+    grows: ClassVar[bool] = False
+    """The network gains parameters with every task (DER, MEMO, PNN): per-task
+    FLOPs are traced at one and two tasks and are affine in the task index."""
     defaults: ClassVar[Mapping[str, Any]] = {}
-    """Scenario fields the method's paper fixes (batch size, optimizer, ...)."""
+    """Scenario fields the method's paper fixes (batch size, optimizer, ...); a value
+    may be a function of the scenario (e.g. epochs by dataset)."""
+    settings: ClassVar[tuple[str, ...]] = ("class-il", "task-il")
+    """Evaluation settings the method can run under (the first is suggested)."""
+    settings_why: ClassVar[str] = ""
     options: ClassVar[Mapping[str, Option]] = {}
 
     # -- structure -----------------------------------------------------------
-    def network(self, s: Scenario, build: Callable[[], nn.Module]) -> nn.Module:
-        """The module that trains; most methods train the plain model."""
+    def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
+        """The module that trains at a task; most methods train the plain model."""
         return build()
 
-    def trainable(self, s: Scenario, net: nn.Module) -> frozenset[str] | None:
+    def trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str] | None:
         """Parameters that train (``None``: all of them)."""
         return None
 
-    def stored(self, s: Scenario, net: nn.Module) -> list[Stored]:
+    def stored(self, s: Scenario, net: nn.Module, variant: str = "main") -> list[Stored]:
+        """What is kept between steps during ``variant`` (none in the first task by default)."""
         return []
 
-    def teachers(self, s: Scenario) -> int:
+    def teachers(self, s: Scenario, variant: str = "main") -> int:
         """Frozen copies of the network kept for distillation."""
         return 0
 
@@ -143,10 +169,31 @@ class Method:
         return s.options.get(key, self.options[key].default)
 
 
-def exemplar(s: Scenario, n: int, float_images: bool, note: str) -> list[Stored]:
-    """The image and label tensors of an ``n``-exemplar buffer."""
+def exemplars(s: Scenario, n: int, float_images: bool, note: str) -> list[Stored]:
+    """The image and label tensors of an ``n``-exemplar buffer.
+
+    Mammoth-style code keeps exemplars as float tensors on the device
+    (``float_images``); PyCIL keeps uint8 images (MEMO's accounting).  Exemplars
+    are counted wherever they live: on a Jetson CPU and GPU share one memory.
+    """
     dtype = s.torch_dtype if float_images else torch.uint8
     return [
         Stored("buffer.images", (n, *s.input_shape), dtype, "buffer", note),
         Stored("buffer.labels", (n,), torch.int64, "buffer", "class label of each exemplar"),
     ]
+
+
+def classes_per_task(s: Scenario) -> int:
+    return s.classes // s.tasks
+
+
+def known_classes(ctx: StepContext) -> int:
+    """Classes of the tasks before the current one."""
+    return ctx.task * (ctx.classes // ctx.tasks)
+
+
+def kd_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Knowledge distillation as PyCIL writes it: soft cross-entropy at temperature T."""
+    log_p = torch.log_softmax(logits / temperature, dim=1)
+    q = torch.softmax(teacher / temperature, dim=1)
+    return -(q * log_p).sum() / logits.shape[0]

@@ -1,0 +1,45 @@
+"""Experience Replay: a replay batch from a reservoir buffer joins every batch.
+
+As Mammoth's ``er``: the replayed samples are concatenated with the batch and
+go through one forward and one backward.  The buffer keeps (float) images and
+labels on the device and fills by reservoir sampling from the first task on,
+so every task replays.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from costmodel.methods.base import Method, PaperTerms, StepContext, Stored, exemplars
+from costmodel.scenario import Scenario
+
+REPLAY_DEFAULTS = {"buffer_size": 500, "replay_batch": lambda s: s.batch_size or 32}
+"""Mammoth's: a 500-exemplar buffer, replay batch = batch size."""
+
+
+class ER(Method):
+    name = "er"
+    summary = "Experience Replay: replayed exemplars concatenated with every batch"
+    paper = "Chaudhry et al., 2019; Mammoth er"
+    replays = True
+    defaults = REPLAY_DEFAULTS
+
+    def stored(self, s: Scenario, net: nn.Module, variant: str = "main") -> list[Stored]:
+        return exemplars(s, s.buffer_size, True, "reservoir buffer, float images as Mammoth keeps them")
+
+    def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return concat_replay_step(ctx, x, y)
+
+    def paper_terms(self, s: Scenario) -> PaperTerms:
+        return PaperTerms(samples=s.batch_size + s.replay_batch,
+                          note="the replayed samples join the batch: activations of B + R samples")
+
+
+def concat_replay_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One forward and backward over the batch and a replay batch, concatenated."""
+    buf = ctx.replay(ctx.replay_batch)
+    inputs, labels = torch.cat((x, buf["x"])), torch.cat((y, buf["y"]))
+    loss = F.cross_entropy(ctx.model(inputs), labels)
+    ctx.backward(loss)
+    return loss.detach()

@@ -1,0 +1,162 @@
+"""LightCL (Wang et al., ASP-DAC 2025), as its public code behaves (FACTS.md section 1).
+
+* Maintain Generalizability: everything before the last stage is frozen (the
+  head and the last stage train); the sparse variant trains from the last block
+  of the stage before.
+* Memorize Feature Patterns: at the start of every task after the first, the
+  first ``buffer_size`` (15) samples of the task are stored with the current
+  model's feature maps at four points of the last stage (each block's first
+  ReLU output and its output) and its logits: the references FS.  At the end of
+  every task, the top ``ratio`` of channels of each map by L1 norm are marked
+  important (positions I, OR-ed over tasks).
+* Each later step forwards the stored samples (cloned, as the code does), sums
+  ``beta * (FM - FS)^2`` over the important positions and over the logits, then
+  forwards the batch for the cross-entropy on the task's logit slice; one
+  backward, plain SGD.  ``lean=true`` back-propagates the stored-sample loss
+  before the batch's forward, so its graph is gone before the batch's
+  activations exist (same gradients, lower peak).
+* Sparse variant (``--sparsity`` > 0): static channel masks, kept as bool
+  tensors the size of every pruned weight and re-applied after each step.  As
+  for SparCL, PyTorch still runs dense kernels.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from costmodel.methods.base import Method, Option, PaperTerms, Phase, StepContext, Stored
+from costmodel.models.registry import build_model, head_name
+from costmodel.models.staged import split
+from costmodel.scenario import Scenario
+
+
+def _epochs(s: Scenario) -> int:
+    return 100 if s.dataset == "tinyimagenet" else 50
+
+
+def last_stage_blocks(net: nn.Module) -> list[nn.Module]:
+    return list(split(net, "lightcl").stages[-1][1].children())
+
+
+@contextlib.contextmanager
+def feature_maps(net: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect LightCL's four maps: each last-stage block's first ReLU output
+    (the input of its second conv) and its output, in forward order."""
+    maps: list[torch.Tensor] = []
+    handles = []
+    for block in last_stage_blocks(net):
+        handles.append(block.conv2.register_forward_pre_hook(lambda m, a: maps.append(a[0])))
+        handles.append(block.register_forward_hook(lambda m, a, out: maps.append(out)))
+    try:
+        yield maps
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@functools.cache
+def map_shapes(model: str, input_shape: tuple[int, ...], classes: int) -> tuple[tuple[int, ...], ...]:
+    """(C, H, W) of each of the four maps, from one meta forward."""
+    net = build_model(model, classes, input_shape[0], "meta")
+    with feature_maps(net) as maps, torch.no_grad():
+        net(torch.empty((1, *input_shape), device="meta"))
+    return tuple(tuple(m.shape[1:]) for m in maps)
+
+
+class LightCL(Method):
+    name = "lightcl"
+    summary = "LightCL: freeze the generalized layers, regulate the last stage's feature patterns"
+    paper = "Wang et al., ASP-DAC 2025 (INV-WZQ/LightCL)"
+    replays = True
+    replay_is_buffer = True
+    defaults = {"model": "resnet18-cifar", "dataset": "cifar10", "batch_size": 32,
+                "optimizer": "sgd", "epochs": _epochs, "holdout": 0.1, "buffer_size": 15}
+    options = {"beta": Option(2e-4, "weight of the feature-pattern loss (Beta)"),
+               "ratio": Option(0.15, "share of channels kept as important positions (Ratio)"),
+               "lean": Option(False, "back-propagate the stored-sample loss before the batch's forward"),
+               "warmup": Option(False, "train the whole model on the first task (no pretrained "
+                                "checkpoint: 'first task as pretraining')")}
+
+    # -- structure -----------------------------------------------------------
+    def trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str]:
+        if variant == "first" and s.options.get("warmup"):
+            return frozenset(n for n, _ in net.named_parameters())
+        stages = split(net, "lightcl").stages
+        starts = [stages[-1][0] + "."]
+        if s.sparsity:  # the sparse variant also trains the last block of the previous stage
+            prev_name, prev = stages[-2]
+            starts.append(f"{prev_name}.{len(list(prev.children())) - 1}.")
+        head = head_name(net)
+        starts.append(head + ".")
+        return frozenset(n for n, _ in net.named_parameters() if n.startswith(tuple(starts)))
+
+    def stored(self, s: Scenario, net: nn.Module, variant: str = "main") -> list[Stored]:
+        out = []
+        if s.sparsity:
+            n = sum(p.numel() for p in net.parameters() if p.dim() > 1)
+            out.append(Stored("lightcl.channel_masks", (n,), torch.bool, "method_state",
+                              "static channel masks of the sparse variant"))
+        if variant == "first":
+            return out
+        r, dtype = s.buffer_size, s.torch_dtype
+        out += [Stored("fs.inputs", (r, *s.input_shape), dtype, "buffer",
+                       "the stored samples (float, as the code keeps them)"),
+                Stored("fs.targets", (r,), torch.int64, "buffer", "their labels")]
+        for i, shape in enumerate(map_shapes(s.model, tuple(s.input_shape), s.classes)):
+            out.append(Stored(f"fs.map{i}", (r, *shape), dtype, "method_state",
+                              "feature-map reference FS"))
+            out.append(Stored(f"fs.mask{i}", (shape[0],), torch.bool, "method_state",
+                              "important channels I"))
+        out.append(Stored("fs.logits", (r, s.classes), dtype, "method_state", "logit reference"))
+        return out
+
+    def schedule(self, s: Scenario) -> list[Phase]:
+        n = s.images_per_task()
+        return [Phase("first task", 1, n, s.epochs, "first", extra_forward_samples=s.batch_size),
+                Phase("later tasks", s.tasks - 1, n, s.epochs, "main", first_task=1,
+                      extra_forward_samples=s.buffer_size + s.batch_size)]
+
+    # -- the step ------------------------------------------------------------
+    def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        k = ctx.classes // ctx.tasks
+        lo = ctx.task * k
+        if "fs.inputs" not in ctx.state:  # first task: the batch only
+            loss = F.cross_entropy(ctx.model(x)[:, lo:lo + k], y - lo)
+            ctx.backward(loss)
+            return loss.detach()
+        beta, ratio = ctx.options.get("beta", 2e-4), ctx.options.get("ratio", 0.15)
+        lean = ctx.options.get("lean", False)
+        with feature_maps(ctx.model) as maps:
+            logits = ctx.model(ctx.state["fs.inputs"].clone())
+        reg = 0.0
+        for i, fm in enumerate(maps):
+            fs = ctx.state[f"fs.map{i}"]
+            if ratio >= 1.0:
+                reg = reg + torch.sum(beta * (fs - fm) ** 2)
+            else:
+                mask = ctx.state[f"fs.mask{i}"].view(-1, 1, 1).expand_as(fm)
+                reg = reg + torch.sum(beta * ((fm - fs).mul_(mask)) ** 2)
+        reg = reg + torch.sum(beta * (ctx.state["fs.logits"] - logits) ** 2)
+        del maps, logits
+        if lean:
+            ctx.backward(reg)
+            reg = reg.detach()
+        loss = F.cross_entropy(ctx.model(x)[:, lo:lo + k], y - lo) + reg
+        ctx.backward(loss)
+        return loss.detach()
+
+    # -- the paper convention ------------------------------------------------
+    def paper_terms(self, s: Scenario) -> PaperTerms:
+        maps = map_shapes(s.model, tuple(s.input_shape), s.classes)
+        fs_bytes = 4 * s.buffer_size * (sum(c * h * w for c, h, w in maps) + s.classes)
+        return PaperTerms(samples=s.batch_size + s.buffer_size, extra_bytes=fs_bytes,
+                          density=1 - (s.sparsity or 0.0),
+                          note="lightcl: costcl's principled model of the public code (weights, "
+                               "the trained part's gradients and activations for the stored "
+                               "samples and the batch, the references FS); the published cells "
+                               "are not reproduced by any formula found (FACTS.md section 2)")

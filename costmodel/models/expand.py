@@ -1,0 +1,130 @@
+"""Networks that grow with the tasks, as the expansion methods build them.
+
+* :class:`ExpandNet` (DER, Yan et al. CVPR 2021; PyCIL's DERNet): one full
+  backbone per task; the features of all are concatenated for the classifier,
+  an auxiliary head sees the newest backbone only.  Old backbones are frozen and
+  kept in eval mode.
+* :class:`MemoNet` (MEMO, Zhou et al. ICLR 2023; PyCIL's AdaptiveNet): the
+  generalized blocks (all stages but the last) are shared; each task adds a copy
+  of the last stage (the specialized block).
+* :class:`ProgressiveNet` (PNN, Rusu et al. 2016): one column per task; before
+  every stage after the first, a 1x1 convolution maps the previous stage's
+  outputs of all older columns into the new column (the lateral adapters);
+  one head per task.
+
+Each takes the number of tasks seen so far; the step at task t runs a network
+built for t.  The classifier covers every class of the dataset from the start
+(the final task's head), which the last task really has.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from costmodel.models.staged import GlobalPool, Stages
+
+
+class Backbone(nn.Module):
+    """stem -> stages -> pooled features."""
+
+    def __init__(self, parts: Stages) -> None:
+        super().__init__()
+        self.stem = parts.stem
+        self.stages = nn.Sequential(*(m for _, m in parts.stages))
+        self.pool = GlobalPool()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.stages(self.stem(x)))
+
+
+class ExpandNet(nn.Module):
+    def __init__(self, parts: Stages, tasks: int, classes: int, new_classes: int) -> None:
+        super().__init__()
+        d = parts.feature_dim
+        self.backbones = nn.ModuleList(Backbone(parts.copy()) for _ in range(tasks))
+        self.fc = nn.Linear(d * tasks, classes)
+        self.aux_fc = nn.Linear(d, new_classes + 1)
+
+    def train(self, mode: bool = True) -> ExpandNet:
+        super().train(mode)
+        for old in self.backbones[:-1]:
+            old.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = [b(x) for b in self.backbones]
+        return self.fc(torch.cat(feats, 1)), self.aux_fc(feats[-1])
+
+
+class MemoNet(nn.Module):
+    def __init__(self, parts: Stages, tasks: int, classes: int, new_classes: int) -> None:
+        super().__init__()
+        d = parts.feature_dim
+        self.generalized = nn.Sequential(parts.stem, *(m for _, m in parts.stages[:-1]))
+        last = parts.stages[-1][1]
+        self.specialized = nn.ModuleList(
+            nn.Sequential(copy.deepcopy(last), GlobalPool()) for _ in range(tasks))
+        self.fc = nn.Linear(d * tasks, classes)
+        self.aux_fc = nn.Linear(d, new_classes + 1)
+
+    def train(self, mode: bool = True) -> MemoNet:
+        super().train(mode)
+        for old in self.specialized[:-1]:
+            old.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        base = self.generalized(x)
+        feats = [s(base) for s in self.specialized]
+        return self.fc(torch.cat(feats, 1)), self.aux_fc(feats[-1])
+
+
+class _Column(nn.Module):
+    def __init__(self, parts: Stages, index: int, channels: list[int], classes: int) -> None:
+        super().__init__()
+        self.stem = parts.stem
+        self.stages = nn.ModuleList(m for _, m in parts.stages)
+        # laterals[s] feeds stage s+1 from the outputs of stage s of older columns
+        self.laterals = nn.ModuleList(
+            nn.Conv2d(c * index, c, 1, bias=False) for c in channels[:-1]) if index else None
+        self.pool = GlobalPool()
+        self.head = nn.Linear(parts.feature_dim, classes)
+
+
+class ProgressiveNet(nn.Module):
+    def __init__(self, parts: Stages, tasks: int, classes_per_task: int,
+                 channels: list[int]) -> None:
+        super().__init__()
+        self.columns = nn.ModuleList(
+            _Column(parts.copy(), k, channels, classes_per_task) for k in range(tasks))
+
+    def train(self, mode: bool = True) -> ProgressiveNet:
+        super().train(mode)
+        for old in self.columns[:-1]:
+            old.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the newest column (its task's head)."""
+        outputs: list[list[torch.Tensor]] = []  # per column, per stage
+        for k, col in enumerate(self.columns):
+            h = col.stem(x)
+            mine = []
+            for s, stage in enumerate(col.stages):
+                if s and k:
+                    h = h + col.laterals[s - 1](torch.cat([outputs[j][s - 1] for j in range(k)], 1))
+                h = stage(h)
+                mine.append(h)
+            outputs.append(mine)
+        return self.columns[-1].head(self.columns[-1].pool(outputs[-1][-1]))
+
+
+def stage_channels(parts: Stages) -> list[int]:
+    """Output channels of each stage: its last block's last batch norm."""
+    out = []
+    for _, stage in parts.stages:
+        norms = [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
+        out.append(norms[-1].num_features)
+    return out
