@@ -54,6 +54,59 @@ def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
 
 
 @app.command()
+@scenario_options
+def compare(scenario,  # noqa: ANN001
+            methods_: Annotated[str, typer.Option("--methods", help="Comma-separated methods; the first is the reference.")] = "sgd,er,derpp,lightcl",
+            convention: Convention = "runtime", flops_convention: FlopsConvention = "torch",
+            as_json: AsJson = False) -> None:
+    """One scenario, several methods: step and run FLOPs, peak memory and its breakdown."""
+    from reports.compare import compare as run_compare
+    from reports.compare import parse_methods
+    from reports.terminal import compare_table
+
+    names = parse_methods(methods_)
+    with _progress(len(names), "costing") as advance:
+        result = run_compare(scenario, names, convention, flops_convention, progress=advance)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        compare_table(result, console)
+
+
+@app.command()
+def paper(table: Annotated[str, typer.Argument(help="Which published table: lightcl.")],
+          as_json: AsJson = False) -> None:
+    """A paper's table beside costcl's paper and runtime conventions (deviations shown)."""
+    if table != "lightcl":
+        from costmodel.errors import suggest
+        raise suggest(table, ["lightcl"], "paper table")
+    from reports.paper_table import cells, published, to_json
+    from reports.terminal_paper import paper_tables
+
+    with _progress(len(published()["rows"]) * 2, "costing the LightCL table") as advance:
+        result = cells(progress=lambda: advance(""))
+    if as_json:
+        emit_json(to_json(result))
+    else:
+        paper_tables(result, console)
+
+
+def _progress(total: int, what: str):  # noqa: ANN202
+    """A transient progress bar on stderr (nothing when stderr is not a terminal)."""
+    import contextlib
+
+    from rich.progress import Progress
+
+    @contextlib.contextmanager
+    def bar():  # noqa: ANN202
+        err = Console(stderr=True)
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as p:
+            task = p.add_task(what, total=total)
+            yield lambda name: p.update(task, advance=1, description=f"{what} {name}".strip())
+    return bar()
+
+
+@app.command()
 def models() -> None:
     """List the built-in model names (and how to name any other)."""
     from costmodel.models.registry import MODELS

@@ -179,7 +179,11 @@ def step_model(s: Any, method: Any, variant: str = "main") -> StepModel:
 
 def tasks_seen(s: Any, variant: str) -> int:
     """How many tasks the network has seen when a variant's step runs."""
-    return {"first": 1, "t2": 2}.get(variant, s.tasks)
+    if variant == "first":
+        return 1
+    if variant.startswith("t") and variant[1:].isdigit():
+        return int(variant[1:])
+    return s.tasks
 
 
 def split_state(stored: list[Any], tensors: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:

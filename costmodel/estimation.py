@@ -158,8 +158,22 @@ def train_from(model: engine.StepModel, prefix: str) -> frozenset[str]:
 def _variants(s: Scenario, method: Method) -> set[str]:
     out = {p.variant for p in method.schedule(s)} | {"main"}
     if method.grows:
-        out |= {"first", "t2"}
+        out |= {"first"} | {f"t{k}" for k in range(2, 3 + method.grows)}
     return out
+
+
+def growth(method: Method, f: Any, t: int) -> int:
+    """Step FLOPs at task index ``t`` >= 1 from the traces at 2, 3 (, 4) tasks seen:
+    Newton's forward differences, exact for a polynomial of the method's degree."""
+    values = [f(f"t{k}") for k in range(2, 3 + method.grows)]
+    total, coeff, n = 0, 1, t - 1
+    for i in range(len(values)):
+        diffs = values[:]
+        for _ in range(i):
+            diffs = [b - a for a, b in zip(diffs, diffs[1:])]
+        total += coeff * diffs[0]
+        coeff = coeff * (n - i) // (i + 1)
+    return total
 
 
 def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "torch",
@@ -253,9 +267,10 @@ def _run_cost(s: Scenario, method: Method, models: dict[str, engine.StepModel],
         extra = (ph.extra_forward_samples * fwd1 + ph.extra_train_samples * (fwd1 + bwd1)) // mac
         flops = 0
         for t in range(ph.first_task, ph.first_task + ph.tasks):
-            if method.grows:  # per-step FLOPs are affine in the task index
-                f = lambda b, t=t: step_flops("first", b, R) + t * (  # noqa: E731
-                    step_flops("t2", b, R) - step_flops("first", b, R))
+            if method.grows and t > 0:  # after the first task, a polynomial in the task index
+                f = lambda b, t=t: growth(method, lambda v: step_flops(v, b, R), t)  # noqa: E731
+            elif method.grows:
+                f = lambda b: step_flops("first", b, R)  # noqa: E731
             else:
                 f = lambda b, v=ph.variant: step_flops(v, b, R)  # noqa: E731
             epoch = full * f(B) + (f(rest) if rest else 0)

@@ -61,3 +61,32 @@ def layer_table(e: Estimate, console: Console) -> None:
                   flops(row.backward_weight_flops), mib(row.saved_bytes), style=style)
     console.print(t)
     console.print("[dim]dim rows: frozen (no backward, nothing kept)[/dim]")
+
+
+def compare_table(c, console: Console) -> None:  # noqa: ANN001
+    b = c.base
+    unit = "FLOPs" if b.flops_convention == "torch" else "MACs"
+    console.print(f"[bold]costcl compare[/bold] ({b.convention} convention; "
+                  f"{b.scenario.model} on {b.scenario.dataset}; relative to {b.scenario.method})")
+    t = Table(header_style="bold")
+    for col in ("method", "samples\nper step", f"step\n{unit}", f"run\n{unit}", "peak\nMiB",
+                "peak\nx", "run\nx"):
+        t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    for e in c.estimates:
+        r = c.relative(e)
+        t.add_row(e.scenario.method, str(e.step.samples),
+                  flops(e.step.forward_flops + e.step.backward_flops), flops(e.run.total_flops),
+                  mib(e.memory.peak_bytes), f"{r['peak']:.2f}", f"{r['run_flops']:.2f}")
+    console.print(t)
+    m = Table(title="Peak memory by term (MiB)", header_style="bold")
+    terms = ("parameters", "gradients", "optimizer_state", "activations", "buffer", "method_state",
+             "temporaries")
+    m.add_column("method", no_wrap=True)
+    for term in terms:
+        m.add_column(term.replace("optimizer_state", "optimizer").replace("method_state", "method")
+                     .replace("temporaries", "temps").replace("parameters", "params")
+                     .replace("activations", "acts").replace("gradients", "grads"),
+                     justify="right", no_wrap=True)
+    for e in c.estimates:
+        m.add_row(e.scenario.method, *(mib(e.memory.breakdown_bytes[k]) for k in terms))
+    console.print(m)

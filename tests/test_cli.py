@@ -1,6 +1,7 @@
 """The command line: documented JSON shape, and one-line errors with exit status 2."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,12 +11,35 @@ import pytest
 COSTCL = [sys.executable, "-m", "cli.main"]
 
 
-def costcl(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*COSTCL, *args], capture_output=True, text=True, cwd=cwd)
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def costcl(capsys):
+    """Run the costcl entry point in this process (as the console script does)."""
+    from cli.main import run
+
+    def call(*args: str) -> Result:
+        try:
+            run(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+    return call
+
+
+def subprocess_costcl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*COSTCL, *args], capture_output=True, text=True)
 
 
 def test_estimate_json_has_the_documented_shape():
-    r = costcl("estimate", "--json", "--batch-size", "8")
+    r = subprocess_costcl("estimate", "--json", "--batch-size", "8")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["convention"] == "runtime"
@@ -29,7 +53,7 @@ def test_estimate_json_has_the_documented_shape():
     assert d["step"]["forward_flops"] == 8 * 1_110_845_440
 
 
-def test_config_file_and_flags(tmp_path):
+def test_config_file_and_flags(tmp_path, costcl):
     cfg = tmp_path / "s.toml"
     cfg.write_text('batch_size = 4\noptimizer = "adam"\n')
     d = json.loads(costcl("estimate", "--json", "--config", str(cfg), "--batch-size", "2").stdout)
@@ -52,11 +76,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_is_one_line_exit_2(args, message, tiny_factory, tmp_path):
-    import os
-    env_path = os.pathsep.join(sys.path)
-    r = subprocess.run([*COSTCL, *args], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": env_path})
+def test_bad_input_is_one_line_exit_2(args, message, tiny_factory, costcl):
+    r = costcl(*args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -68,14 +89,54 @@ def test_bad_input_is_one_line_exit_2(args, message, tiny_factory, tmp_path):
     ("batch_size = [", "is not valid TOML"),
     ("batch_sise = 4", "did you mean batch_size"),
 ])
-def test_bad_config_file(tmp_path, content, message):
+def test_bad_config_file(tmp_path, content, message, costcl):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(content)
     r = costcl("estimate", "--config", str(cfg))
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_listings():
+def test_bad_input_through_the_real_entry_point():
+    r = subprocess_costcl("estimate", "--model", "resnet19")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert "did you mean resnet18" in r.stderr
+
+
+def test_listings(costcl):
     for cmd, word in (("models", "resnet18-cifar"), ("datasets", "tinyimagenet"), ("methods", "sgd")):
         r = costcl(cmd)
         assert r.returncode == 0 and word in r.stdout
+
+
+def test_compare_json_is_a_list_of_estimates(costcl):
+    r = costcl("compare", "--methods", "sgd,lightcl", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["scenario"]["method"] for row in rows] == ["sgd", "lightcl"]
+    assert rows[0]["relative_to_first"]["peak"] == 1.0
+    assert rows[1]["relative_to_first"]["peak"] < 0.5
+
+
+def test_main_readme_command():
+    r = subprocess_costcl("estimate", "--method", "lightcl", "--sparsity", "0.9")
+    assert r.returncode == 0, r.stderr
+    assert "Peak memory" in r.stdout and "lightcl" in r.stdout
+
+
+METHOD_BAD = [
+    (["estimate", "--method", "derp"], "unknown method 'derp'; did you mean der"),
+    (["estimate", "--method", "ewc", "--option", "beta=1"], "method 'ewc' takes no option 'beta'"),
+    (["estimate", "--method", "lightcl", "--sparsity", "1.2"], "sparsity must be in [0, 1)"),
+    (["estimate", "--method", "er", "--buffer-size", "-1"], "buffer-size must be a whole number >= 0"),
+    (["estimate", "--method", "er", "--replay-batch", "-3"], "replay-batch must be a whole number >= 0"),
+    (["estimate", "--method", "pnn"], "cannot run under class-il evaluation"),
+    (["compare", "--methods", ","], "--methods is empty"),
+    (["paper", "lightcll"], "unknown paper table 'lightcll'; did you mean lightcl"),
+]
+
+
+@pytest.mark.parametrize("args,message", METHOD_BAD, ids=[" ".join(a) for a, _ in METHOD_BAD])
+def test_bad_method_input_is_one_line_exit_2(args, message, costcl):
+    r = costcl(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr

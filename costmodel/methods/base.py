@@ -124,9 +124,11 @@ class Method:
     """Does a step draw a replay batch (``Scenario.replay_batch``) from a buffer?"""
     replay_is_buffer: ClassVar[bool] = False
     """Every stored sample is forwarded in every step (LightCL): replay batch = buffer."""
-    grows: ClassVar[bool] = False
-    """The network gains parameters with every task (DER, MEMO, PNN): per-task
-    FLOPs are traced at one and two tasks and are affine in the task index."""
+    grows: ClassVar[int] = 0
+    """Degree in the task index of a growing network's step FLOPs (DER, MEMO: 1,
+    one more backbone per task; PNN: 2, its lateral links grow with every column).
+    The first task is traced on its own, later tasks at 2, 3 (, 4) tasks seen and
+    extrapolated exactly; the peak is traced at the last task."""
     defaults: ClassVar[Mapping[str, Any]] = {}
     """Scenario fields the method's paper fixes (batch size, optimizer, ...); a value
     may be a function of the scenario (e.g. epochs by dataset)."""

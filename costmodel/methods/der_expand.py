@@ -23,7 +23,7 @@ class DERExpand(PyCILMethod):
     name = "der-expand"
     summary = "DER: one new backbone per task, all run every step, old ones frozen"
     paper = "Yan et al., CVPR 2021; PyCIL der"
-    grows = True
+    grows = 1
 
     def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
         return ExpandNet(split(build(), "der-expand"), tasks_seen, s.classes, classes_per_task(s))

@@ -23,7 +23,7 @@ class MEMO(PyCILMethod):
     name = "memo"
     summary = "MEMO: shared generalized blocks, one specialized block (last stage) per task"
     paper = "Zhou et al., ICLR 2023; PyCIL memo"
-    grows = True
+    grows = 1
     options = {**PyCILMethod.options,
                "train_base": Option(True, "keep training the generalized blocks (PyCIL's benchmark)")}
 

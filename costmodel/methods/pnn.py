@@ -25,7 +25,7 @@ class PNN(Method):
     paper = "Rusu et al., 2016; Mammoth pnn"
     settings = ("task-il",)
     settings_why = "PNN chooses a column by task identity at test time"
-    grows = True
+    grows = 2
 
     def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
         parts = split(build(), "pnn")

@@ -1,0 +1,54 @@
+"""`costcl paper lightcl`: the table with three columns per cell, deviations shown."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from reports.paper_table import DATASETS, Cell, published, savings
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.1f}"
+
+
+def paper_tables(cells: list[Cell], console: Console) -> None:
+    data = published()
+    console.print(f"[bold]The LightCL table beside costcl[/bold]\n[dim]{data['source']}[/dim]")
+    for ds in DATASETS:
+        unit = data["units"][ds]["flops"]
+        t = Table(title=f"Split {'CIFAR-10' if ds == 'cifar10' else 'TinyImageNet'} "
+                        f"(FLOPs x{unit:.0e}, Mem MiB)", header_style="bold")
+        t.add_column("method", no_wrap=True, min_width=12)
+        for q in ("FLOPs", "Mem"):
+            for col in ("table", "paper", "runtime"):
+                t.add_column(f"{q}\n{col}", justify="right", no_wrap=True)
+        rows: dict[str, dict[str, Cell]] = {}
+        for c in cells:
+            if c.dataset == ds:
+                rows.setdefault(c.label, {})[c.quantity] = c
+        for label, qs in rows.items():
+            vals = []
+            for q in ("flops", "mem"):
+                c = qs[q]
+                paper = _fmt(c.paper) if c.reproduced else f"[yellow]{_fmt(c.paper)}[/yellow]"
+                vals += [_fmt(c.published), paper, _fmt(c.runtime)]
+            t.add_row(label, *vals)
+        console.print(t)
+    core = [c for c in cells if c.method != "lightcl"]
+    ok = sum(c.reproduced for c in core)
+    console.print(f"Paper convention reproduces {ok} of the {len(core)} cells of the other methods "
+                  "at the table's one decimal. Cells that differ (yellow):")
+    for c in cells:
+        if not c.reproduced:
+            console.print(f"  {c.label}, {c.dataset} {c.quantity}: table {c.published:g}, costcl "
+                          f"{c.paper:.2f} ({c.deviation:+.1f}). {c.reason}")
+    console.print("\nMemory saved by LightCL on Split TinyImageNet (times less than the other method):")
+    st = Table(header_style="bold")
+    for col in ("comparison", "table", "costcl paper", "costcl runtime"):
+        st.add_column(col, justify="left" if col == "comparison" else "right")
+    for name, v in savings(cells).items():
+        st.add_row(name, f"{v['published']:.2f}x", f"{v['paper']:.2f}x", f"{v['runtime']:.2f}x")
+    console.print(st)
+    claim = data["claims"]["memory_reduction"]
+    console.print(f"[dim]The paper's claim: \"{claim['text']}\" ({claim['value']}x = "
+                  "SparCL-DER++ / LightCL 0.9 on TinyImageNet).[/dim]")
