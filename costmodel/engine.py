@@ -208,9 +208,9 @@ def _trace_method(s: Any, method: Any, variant: str) -> StepModel:
     with torch.device("meta"):  # layers a method adds (new heads) land on meta too
         net = method.network(s, build, seen)
         teacher_nets = [method.network(s, build, seen) for _ in range(method.teachers(s, variant))]
-    for t in teacher_nets:
+    for t in teacher_nets:  # a frozen copy in eval mode, as PyCIL's freeze() leaves it
         t.requires_grad_(False)
-        t.train()
+        t.eval()
     teacher_externals = [(f"teacher{i}.{name}", StorageKind.STATE, p)
                          for i, t in enumerate(teacher_nets)
                          for name, p in list(t.named_parameters()) + list(t.named_buffers())]

@@ -6,7 +6,7 @@ prediction.
 * :class:`FrozenSafeMemTracker` is PyTorch's MemTracker with one change: it
   does not try to hook parameters that do not require grad (MemTracker raises
   on them), which changes nothing in its accounting.
-* :func:`measure_flops` counts the forward and the backward of one step apart.
+* :class:`StorageTracker` measures any step, a module run twice included.
 """
 from __future__ import annotations
 
@@ -71,32 +71,6 @@ def memtracker_peak(model: nn.Module, optimizer: torch.optim.Optimizer,
     return MemoryReading(int(snap["Total"]), breakdown)
 
 
-@dataclass
-class FlopReading:
-    forward_flops: int
-    backward_flops: int
-
-
-def measure_flops(run: Callable[[Callable[[], None]], object]) -> FlopReading:
-    """FLOPs of one step, split at its backward call.
-
-    ``run(mark)`` executes the step and calls ``mark()`` right before its
-    ``backward()``; everything counted before the mark is forward.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    forward = [0]
-
-    def mark() -> None:
-        forward[0] = counter.get_total_flops()
-
-    with counter:
-        run(mark)
-    total = counter.get_total_flops()
-    return FlopReading(forward[0], total - forward[0])
-
-
 @contextlib.contextmanager
 def fake_cpu():
     """FakeTensorMode on the CPU device: real shapes and dtypes, no data, fast."""
@@ -104,3 +78,79 @@ def fake_cpu():
 
     with FakeTensorMode(), torch.device("cpu"):
         yield
+
+
+class StorageTracker:
+    """Peak tensor memory of any step, by category: a dispatch mode and weak references.
+
+    Every storage an op produces is counted when it appears and released when
+    Python and autograd let go of it (a weak reference's callback), so a module
+    called several times in one step (replay forwards, LightCL's stored samples)
+    is fine, unlike MemTracker.  Storages that exist before (parameters, the
+    optimizer state, stored method state, the batch) are registered with their
+    category; new ones take the category of the phase they appear in, and a
+    gradient moves to 'gradients' when it is accumulated into a parameter.
+    CPU tensors are counted by their exact size (as MemTracker does on the CPU).
+    """
+
+    PHASES = {"forward": "activations", "backward": "temporaries", "optimizer": "optimizer_state"}
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        tracker = self
+        self._info: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._refs: list = []
+        self.totals: dict[str, int] = {}
+        self.current = 0
+        self.peak = 0
+        self.peak_breakdown: dict[str, int] = {}
+        self.phase = "forward"
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                out = func(*args, **(kwargs or {}))
+                from torch.utils._pytree import tree_flatten
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor):
+                        tracker.track(t, tracker.PHASES[tracker.phase])
+                tracker._check()
+                return out
+
+        self.mode = _Mode()
+
+    def track(self, t: torch.Tensor, category: str) -> None:
+        import weakref
+
+        st = t.untyped_storage()
+        if st in self._info:
+            return
+        n = st.nbytes()
+        cell = [category, n]
+        self._info[st] = cell
+        self.totals[category] = self.totals.get(category, 0) + n
+        self.current += n
+
+        def release(_: object, cell: list = cell) -> None:
+            self.totals[cell[0]] -= cell[1]
+            self.current -= cell[1]
+
+        self._refs.append(weakref.ref(st, release))
+
+    def recategorize(self, t: torch.Tensor, category: str) -> None:
+        cell = self._info.get(t.untyped_storage())
+        if cell is not None and cell[0] != category:
+            self.totals[cell[0]] -= cell[1]
+            self.totals[category] = self.totals.get(category, 0) + cell[1]
+            cell[0] = category
+
+    def _check(self) -> None:
+        if self.current > self.peak:
+            self.peak = self.current
+            self.peak_breakdown = {k: v for k, v in self.totals.items() if v}
+
+    def watch_gradients(self, params) -> list:  # noqa: ANN001
+        """Move each gradient to 'gradients' when it lands in ``param.grad``."""
+        return [p.register_post_accumulate_grad_hook(lambda p: self.recategorize(p.grad, "gradients"))
+                for p in params if p.requires_grad]

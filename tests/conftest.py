@@ -7,22 +7,16 @@ import torch
 from costmodel import methods
 from costmodel.models.registry import build_model
 from lightcl.context import TrainContext
-from lightcl.measure import fake_cpu, measure_flops, memtracker_peak
+from lightcl.measure import fake_cpu, memtracker_peak
 from lightcl.optim import build_optimizer
 
 
 def measured_flops(e) -> tuple[int, int]:
     """FlopCounterMode's forward and backward FLOPs of one real step of e's scenario (meta tensors)."""
-    s = e.scenario
-    model = build_model(s.model, s.classes, s.input_shape[0], "meta")
-    model.train()
-    for name, p in model.named_parameters():
-        p.requires_grad_(name in e.trainable)
-    x = torch.empty((s.batch_size, *s.input_shape), device="meta")
-    y = torch.zeros(s.batch_size, dtype=torch.long, device="meta")
-    method = methods.get(s.method)
-    reading = measure_flops(lambda mark: method.step(TrainContext(model, on_backward=mark), x, y))
-    return reading.forward_flops, reading.backward_flops
+    from lightcl.validate import measure_flops
+
+    counts = measure_flops(e.scenario)
+    return counts["forward_flops"], counts["backward_flops"]
 
 
 def measured_memory(e):

@@ -44,3 +44,15 @@ def rule(name: str, n_edges: int) -> tuple[int, ...]:
 
 def passes_storage(name: str) -> bool:
     return name in _PASS_ALL or name in _PASS_FIRST or name in EXPANDS
+
+
+TRANSIENTS: dict[str, int] = {
+    # pow_backward computes grad * (exponent * self.pow(exponent - 1)): the power
+    # and the product with the exponent live until the output exists.
+    "PowBackward0": 2,
+}
+"""Extra tensors, each the size of the node's output, alive while it computes."""
+
+
+def transient(name: str) -> int:
+    return TRANSIENTS.get(name, 0)

@@ -178,7 +178,13 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                 else:
                     g.refs += 1
                     outputs.append((edge, g))
-            if allocated:
+            extra = backward_rules.transient(node.name)
+            if extra and outputs:
+                scratch = tuple(extra * v for v in size(outputs[0][1].nbytes))
+                mem.add(TEMPS, scratch)
+                mem.checkpoint("backward", node.name)
+                mem.add(TEMPS, scratch, -1)
+            elif allocated:
                 mem.checkpoint("backward", node.name)
             for g in received:
                 release(g)
@@ -198,13 +204,17 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                 holders[sid] = left - 1
                 if left == 1 and sid in dead:
                     mem.add(ACTS, nbytes[sid], -1)
+            # Outputs are handed to the next nodes' input buffers; a gradient summed
+            # into one stays referenced by the engine's outputs vector until the
+            # node's last output is delivered.
+            delivered: list[_Grad] = []
             for (t, slot), g in outputs:
                 buf = buffers.setdefault(t, [None] * len(nodes[t].slot_bytes))
                 old = buf[slot]
                 if old is None:
                     buf[slot] = g
                 elif in_place_accumulation and old.refs == 1:
-                    release(g)
+                    delivered.append(g)
                 elif in_place_accumulation and g.refs == 1:
                     release(old)
                     buf[slot] = g
@@ -212,11 +222,13 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                     new = alloc(g.nbytes)
                     mem.checkpoint("backward", "accumulate")
                     release(old)
-                    release(g)
+                    delivered.append(g)
                     buf[slot] = new
                 deps[t] -= 1
                 if deps[t] == 0:
                     heapq.heappush(ready, (-t, t))
+            for g in delivered:
+                release(g)
 
     first = 0
     for k, seg in enumerate(trace.segments):

@@ -26,7 +26,7 @@ class DERExpand(PyCILMethod):
     grows = 1
 
     def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
-        return ExpandNet(split(build(), "der-expand"), tasks_seen, s.classes, classes_per_task(s))
+        return ExpandNet(lambda: split(build(), self.name), tasks_seen, s.classes, classes_per_task(s))
 
     def trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str]:
         new = f"backbones.{len(net.backbones) - 1}."

@@ -28,7 +28,7 @@ class MEMO(PyCILMethod):
                "train_base": Option(True, "keep training the generalized blocks (PyCIL's benchmark)")}
 
     def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
-        return MemoNet(split(build(), "memo"), tasks_seen, s.classes, classes_per_task(s))
+        return MemoNet(lambda: split(build(), self.name), tasks_seen, s.classes, classes_per_task(s))
 
     def trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str]:
         keep = [f"specialized.{len(net.specialized) - 1}.", "fc.", "aux_fc."]

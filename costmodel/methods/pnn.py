@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from costmodel.methods.base import Method, PaperTerms, StepContext, classes_per_task, known_classes
-from costmodel.models.expand import ProgressiveNet, stage_channels
+from costmodel.models.expand import ProgressiveNet
 from costmodel.models.staged import split
 from costmodel.scenario import Scenario
 
@@ -28,8 +28,7 @@ class PNN(Method):
     grows = 2
 
     def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
-        parts = split(build(), "pnn")
-        return ProgressiveNet(parts, tasks_seen, classes_per_task(s), stage_channels(parts))
+        return ProgressiveNet(lambda: split(build(), "pnn"), tasks_seen, classes_per_task(s))
 
     def trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str]:
         new = f"columns.{len(net.columns) - 1}."

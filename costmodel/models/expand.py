@@ -18,12 +18,15 @@ built for t.  The classifier covers every class of the dataset from the start
 """
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from costmodel.models.staged import GlobalPool, Stages
+
+Parts = Callable[[], Stages]
+"""Builds a fresh model and splits it: every backbone, block or column is its own copy."""
 
 
 class Backbone(nn.Module):
@@ -31,6 +34,7 @@ class Backbone(nn.Module):
 
     def __init__(self, parts: Stages) -> None:
         super().__init__()
+        self.pool_dim = parts.feature_dim
         self.stem = parts.stem
         self.stages = nn.Sequential(*(m for _, m in parts.stages))
         self.pool = GlobalPool()
@@ -40,10 +44,10 @@ class Backbone(nn.Module):
 
 
 class ExpandNet(nn.Module):
-    def __init__(self, parts: Stages, tasks: int, classes: int, new_classes: int) -> None:
+    def __init__(self, parts: Parts, tasks: int, classes: int, new_classes: int) -> None:
         super().__init__()
-        d = parts.feature_dim
-        self.backbones = nn.ModuleList(Backbone(parts.copy()) for _ in range(tasks))
+        self.backbones = nn.ModuleList(Backbone(parts()) for _ in range(tasks))
+        d = self.backbones[0].pool_dim
         self.fc = nn.Linear(d * tasks, classes)
         self.aux_fc = nn.Linear(d, new_classes + 1)
 
@@ -59,13 +63,13 @@ class ExpandNet(nn.Module):
 
 
 class MemoNet(nn.Module):
-    def __init__(self, parts: Stages, tasks: int, classes: int, new_classes: int) -> None:
+    def __init__(self, parts: Parts, tasks: int, classes: int, new_classes: int) -> None:
         super().__init__()
-        d = parts.feature_dim
-        self.generalized = nn.Sequential(parts.stem, *(m for _, m in parts.stages[:-1]))
-        last = parts.stages[-1][1]
-        self.specialized = nn.ModuleList(
-            nn.Sequential(copy.deepcopy(last), GlobalPool()) for _ in range(tasks))
+        first = parts()
+        d = first.feature_dim
+        self.generalized = nn.Sequential(first.stem, *(m for _, m in first.stages[:-1]))
+        lasts = [first.stages[-1][1]] + [parts().stages[-1][1] for _ in range(tasks - 1)]
+        self.specialized = nn.ModuleList(nn.Sequential(last, GlobalPool()) for last in lasts)
         self.fc = nn.Linear(d * tasks, classes)
         self.aux_fc = nn.Linear(d, new_classes + 1)
 
@@ -94,11 +98,12 @@ class _Column(nn.Module):
 
 
 class ProgressiveNet(nn.Module):
-    def __init__(self, parts: Stages, tasks: int, classes_per_task: int,
-                 channels: list[int]) -> None:
+    def __init__(self, parts: Parts, tasks: int, classes_per_task: int) -> None:
         super().__init__()
+        columns = [parts() for _ in range(tasks)]
+        channels = stage_channels(columns[0])
         self.columns = nn.ModuleList(
-            _Column(parts.copy(), k, channels, classes_per_task) for k in range(tasks))
+            _Column(c, k, channels, classes_per_task) for k, c in enumerate(columns))
 
     def train(self, mode: bool = True) -> ProgressiveNet:
         super().train(mode)

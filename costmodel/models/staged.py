@@ -9,7 +9,6 @@ need it.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -47,9 +46,6 @@ class Stages:
     @property
     def feature_dim(self) -> int:
         return self.head.in_features
-
-    def copy(self) -> Stages:
-        return copy.deepcopy(self)
 
 
 def split(model: nn.Module, needed_by: str = "this method") -> Stages:

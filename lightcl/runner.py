@@ -1,0 +1,107 @@
+"""One method's training step on a real device, built exactly as the engine traces it.
+
+:func:`build_runner` makes the network for the scenario's variant (the last
+task by default), its frozen part, teacher copies and stored state (random
+contents of the declared shapes and dtypes), an optimizer over the trainable
+parameters and a batch; :meth:`StepRunner.step` runs ``zero_grad``, the
+method's step and ``optimizer.step()``.  ``costcl validate`` measures it; the
+trainer runs the same pieces with real data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from costmodel import engine, methods
+from costmodel.estimation import trainable_set
+from costmodel.methods.base import Method, Stored
+from costmodel.models.registry import build_model
+from costmodel.scenario import Scenario
+from lightcl.context import BackwardObserver, TrainContext
+from lightcl.optim import build_optimizer
+
+
+def random_tensor(st: Stored, classes: int, device: str,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Contents for a declared stored tensor: the right shape, dtype and value range."""
+    if st.dtype == torch.bool:
+        return torch.rand(st.shape, generator=generator, device=device).lt(0.5)
+    if st.dtype == torch.uint8:
+        return torch.randint(0, 256, st.shape, generator=generator, dtype=torch.uint8, device=device)
+    if not st.dtype.is_floating_point:
+        return torch.randint(0, classes, st.shape, generator=generator, device=device)
+    return torch.rand(st.shape, generator=generator, device=device, dtype=st.dtype)
+
+
+@dataclass
+class StepRunner:
+    scenario: Scenario
+    method: Method
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    context: TrainContext
+    x: torch.Tensor
+    y: torch.Tensor
+    trainable: frozenset[str]
+    extra: list[torch.Tensor] = field(default_factory=list)
+    """Stored state and teachers' tensors, for trackers to register."""
+
+    def step(self) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.method.step(self.context, self.x, self.y)
+        self.optimizer.step()
+        return loss
+
+
+def build_network(s: Scenario, method: Method, tasks_seen: int, device: str) -> nn.Module:
+    dtype = s.torch_dtype
+
+    def build() -> nn.Module:
+        return build_model(s.model, s.classes, s.input_shape[0], device, dtype)
+
+    with torch.device(device):
+        return method.network(s, build, tasks_seen)
+
+
+def build_runner(s: Scenario, device: str = "cpu", variant: str = "main", seed: int | None = 0,
+                 observer: BackwardObserver | None = None) -> StepRunner:
+    """``seed=None`` draws without a generator (fake and meta tensors take none)."""
+    s = methods.resolve(s)
+    method = methods.get(s.method)
+    gen = None
+    if seed is not None and device == "cpu":
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+    seen = engine.tasks_seen(s, variant)
+    net = build_network(s, method, seen, device)
+    meta_model = engine.step_model(s, method, variant)
+    trainable = trainable_set(s, method, meta_model, variant)
+    for name, p in net.named_parameters():
+        p.requires_grad_(name in trainable)
+    net.train()
+    stored = method.stored(s, net, variant)
+    tensors = {st.name: random_tensor(st, s.classes, device, gen) for st in stored}
+    buffer, state = engine.split_state(stored, tensors)
+    extra = list(tensors.values())
+    for _ in range(method.teachers(s, variant)):
+        teacher = build_network(s, method, seen, device)  # deepcopy fails on fake tensors
+        teacher.load_state_dict(net.state_dict())
+        teacher.requires_grad_(False).eval()
+        state["teacher"] = teacher
+        extra += list(teacher.parameters()) + list(teacher.buffers())
+    replay = s.replay_batch if method.replays and variant != "first" else 0
+    ctx = TrainContext(net, seen - 1, state, buffer, s.torch_dtype, s.tasks, s.classes, variant,
+                       s.options, replay, observer)
+    x = torch.rand((s.batch_size, *s.input_shape), generator=gen, device=device, dtype=s.torch_dtype)
+    k = s.classes // s.tasks  # labels from the current task's classes
+    y = torch.randint((seen - 1) * k, seen * k, (s.batch_size,), generator=gen, device=device)
+    opt = build_optimizer(s.optimizer, net.parameters())
+    return StepRunner(s, method, net, opt, ctx, x, y, trainable, extra)
+
+
+def describe(runner: StepRunner) -> dict[str, Any]:
+    return {"trainable_params": sum(p.numel() for p in runner.net.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in runner.net.parameters())}
