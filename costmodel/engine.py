@@ -56,6 +56,7 @@ class TraceContext:
         self._backward, self._buffer, self._dtype = backward, buffer, dtype
         self.tasks, self.classes, self.variant = tasks, classes, variant
         self.options, self.replay_batch = options, replay_batch
+        self.keep: dict[str, torch.Tensor] = {}
 
     def backward(self, loss: torch.Tensor) -> None:
         self._backward(loss)

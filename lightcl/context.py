@@ -35,6 +35,7 @@ class TrainContext:
         self.variant, self.options = variant, dict(options or {})
         self.replay_batch = replay_batch
         self.observer = observer
+        self.keep: dict[str, torch.Tensor] = {}
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.observer is not None:

@@ -93,6 +93,8 @@ class Phase:
     extra_train_samples: int = 0
     """Per task, samples run forward and backward one at a time outside the steps
     (EWC's Fisher, ODIL's importance)."""
+    mixed: bool = False
+    """The phase's data is the task's images plus the exemplar memory (PyCIL)."""
 
 
 class StepContext(Protocol):
@@ -111,8 +113,25 @@ class StepContext(Protocol):
 
     def backward(self, loss: torch.Tensor) -> None: ...
 
+    keep: dict[str, torch.Tensor]
+    """What a step leaves for after it (the batch's logits, for DER's buffer)."""
+
     def replay(self, n: int) -> dict[str, torch.Tensor]:
         """``n`` exemplars drawn from the buffer: 'x', 'y' and what else it stores."""
+        ...
+
+
+class TaskRun(Protocol):
+    """What the bundled trainer hands a method between steps (see lightcl.trainer)."""
+
+    scenario: Scenario
+    task: int
+    net: nn.Module
+    state: dict[str, Any]
+    device: str
+
+    def batches(self, limit: int | None = None) -> Any:
+        """The task's shuffled training batches (normalised, on the device)."""
         ...
 
 
@@ -136,6 +155,13 @@ class Method:
     """Evaluation settings the method can run under (the first is suggested)."""
     settings_why: ClassVar[str] = ""
     options: ClassVar[Mapping[str, Option]] = {}
+    memory: ClassVar[str | None] = None
+    """How the bundled trainer keeps exemplars: 'reservoir' (Mammoth: every batch may
+    enter) or 'per-class' (PyCIL: an even share per seen class after each task)."""
+    reservoir: ClassVar[tuple[str, ...]] = ()
+    """What a reservoir keeps of each batch: 'x', 'y', 'logits'."""
+    trains: ClassVar[bool] = True
+    """Does ``costcl train`` run it (its between-task work is written)?"""
 
     # -- structure -----------------------------------------------------------
     def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
@@ -165,6 +191,16 @@ class Method:
     # -- the step, shared by engine and trainer ------------------------------
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    # -- between steps, for the bundled trainer ---------------------------------
+    def begin_task(self, run: TaskRun) -> None:
+        """Before a task's first step (e.g. LightCL stores its references FS)."""
+
+    def after_step(self, run: TaskRun) -> None:
+        """After every optimizer step (e.g. re-apply sparsity masks)."""
+
+    def end_task(self, run: TaskRun) -> None:
+        """After a task's last step (EWC's Fisher, LightCL's important positions)."""
 
     # -- helpers -------------------------------------------------------------
     def option(self, s: Scenario, key: str) -> Any:

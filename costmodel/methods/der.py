@@ -26,15 +26,20 @@ class DER(Method):
     paper = "Buzzega et al., NeurIPS 2020; Mammoth der"
     replays = True
     defaults = REPLAY_DEFAULTS
+    memory = "reservoir"
+    reservoir = ("x", "logits")
     options = {"alpha": Option(0.3, "weight of the logit-matching loss")}
 
     def stored(self, s: Scenario, net: nn.Module, variant: str = "main") -> list[Stored]:
         return exemplars(s, s.buffer_size, True, "reservoir buffer") + [logits_store(s)]
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(ctx.model(x), y)
-        buf = ctx.replay(ctx.replay_batch)
-        loss = loss + ctx.options["alpha"] * F.mse_loss(ctx.model(buf["x"]), buf["logits"])
+        out = ctx.model(x)
+        ctx.keep["logits"] = out.detach()
+        loss = F.cross_entropy(out, y)
+        if ctx.replay_batch:
+            buf = ctx.replay(ctx.replay_batch)
+            loss = loss + ctx.options["alpha"] * F.mse_loss(ctx.model(buf["x"]), buf["logits"])
         ctx.backward(loss)
         return loss.detach()
 

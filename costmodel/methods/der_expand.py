@@ -24,6 +24,7 @@ class DERExpand(PyCILMethod):
     summary = "DER: one new backbone per task, all run every step, old ones frozen"
     paper = "Yan et al., CVPR 2021; PyCIL der"
     grows = 1
+    trains = False  # growing networks are costed and validated, not trained here
 
     def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
         return ExpandNet(lambda: split(build(), self.name), tasks_seen, s.classes, classes_per_task(s))

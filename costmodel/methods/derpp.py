@@ -23,6 +23,8 @@ class DERpp(Method):
     paper = "Buzzega et al., NeurIPS 2020; Mammoth derpp"
     replays = True
     defaults = REPLAY_DEFAULTS
+    memory = "reservoir"
+    reservoir = ("x", "y", "logits")
     options = {"alpha": Option(0.1, "weight of the logit-matching loss"),
                "beta": Option(0.5, "weight of the replayed cross-entropy"),
                "separate_backward": Option(True, "backward after each forward (current Mammoth); "
@@ -42,7 +44,12 @@ class DERpp(Method):
 
 def derpp_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, separate: bool) -> torch.Tensor:
     alpha, beta = ctx.options.get("alpha", 0.1), ctx.options.get("beta", 0.5)
-    total = F.cross_entropy(ctx.model(x), y)
+    out = ctx.model(x)
+    ctx.keep["logits"] = out.detach()
+    total = F.cross_entropy(out, y)
+    if not ctx.replay_batch:  # an empty buffer: the batch alone
+        ctx.backward(total)
+        return total.detach()
     if separate:
         ctx.backward(total)
     buf = ctx.replay(ctx.replay_batch)

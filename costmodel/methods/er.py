@@ -24,6 +24,8 @@ class ER(Method):
     paper = "Chaudhry et al., 2019; Mammoth er"
     replays = True
     defaults = REPLAY_DEFAULTS
+    memory = "reservoir"
+    reservoir = ("x", "y")
 
     def stored(self, s: Scenario, net: nn.Module, variant: str = "main") -> list[Stored]:
         return exemplars(s, s.buffer_size, True, "reservoir buffer, float images as Mammoth keeps them")
@@ -38,8 +40,10 @@ class ER(Method):
 
 def concat_replay_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One forward and backward over the batch and a replay batch, concatenated."""
-    buf = ctx.replay(ctx.replay_batch)
-    inputs, labels = torch.cat((x, buf["x"])), torch.cat((y, buf["y"]))
+    inputs, labels = x, y
+    if ctx.replay_batch:  # an empty buffer (the very first steps) replays nothing
+        buf = ctx.replay(ctx.replay_batch)
+        inputs, labels = torch.cat((x, buf["x"])), torch.cat((y, buf["y"]))
     loss = F.cross_entropy(ctx.model(inputs), labels)
     ctx.backward(loss)
     return loss.detach()

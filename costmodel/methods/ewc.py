@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from costmodel.methods.base import Method, Option, PaperTerms, Phase, StepContext, Stored
+from costmodel.methods.base import Method, Option, PaperTerms, Phase, StepContext, Stored, TaskRun
 from costmodel.scenario import Scenario
 
 
@@ -53,6 +53,28 @@ class EWC(Method):
             loss = loss + ctx.options.get("lambda", 10.0) * penalty
         ctx.backward(loss)
         return loss.detach()
+
+    def end_task(self, run: TaskRun) -> None:
+        """Mammoth's online Fisher: every training image alone, E[p(y|x)] * grad^2."""
+        params = [p for _, p in _trained(run.net)]
+        fish = torch.zeros(sum(p.numel() for p in params), device=run.device)
+        seen = 0
+        for x, y in run.batches():
+            for i in range(len(x)):
+                run.net.zero_grad(set_to_none=True)
+                loss = -F.nll_loss(F.log_softmax(run.net(x[i:i + 1]), dim=1), y[i:i + 1],
+                                   reduction="none")
+                weight = torch.exp(loss.detach()).mean()
+                loss.mean().backward()
+                grads = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                                   for p in params])
+                fish += weight * grads ** 2
+                seen += 1
+        run.net.zero_grad(set_to_none=True)
+        fish /= max(seen, 1)
+        old = run.state.get("ewc.fisher")
+        run.state["ewc.fisher"] = fish if old is None else run.scenario.options["gamma"] * old + fish
+        run.state["ewc.anchor"] = torch.cat([p.detach().flatten() for p in params]).clone()
 
     def paper_terms(self, s: Scenario) -> PaperTerms:
         return PaperTerms(samples=s.batch_size, extra_params=1.0,

@@ -23,6 +23,7 @@ class FDR(Method):
     paper = "Benjamin et al., ICLR 2019; Mammoth fdr"
     replays = True
     defaults = REPLAY_DEFAULTS
+    trains = False  # its buffer is refilled between tasks; not written for the trainer
 
     def stored(self, s: Scenario, net: nn.Module, variant: str = "main") -> list[Stored]:
         if variant == "first":

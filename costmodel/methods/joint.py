@@ -12,6 +12,7 @@ class Joint(Method):
     name = "joint"
     summary = "joint training on all data seen so far (the upper bound)"
     paper = "LightCL table's JOINT; Mammoth's joint"
+    trains = False  # costed; retraining on all data is not a CL run to train here
     options = {"retrain": Option("cumulative", "'cumulative': after each task retrain on all data "
                                  "seen so far; 'final': once, on everything, after the last task")}
 

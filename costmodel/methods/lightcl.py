@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from costmodel.methods.base import Method, Option, PaperTerms, Phase, StepContext, Stored
+from costmodel.methods.base import Method, Option, PaperTerms, Phase, StepContext, Stored, TaskRun
 from costmodel.models.registry import build_model, head_name
 from costmodel.models.staged import split
 from costmodel.scenario import Scenario
@@ -50,13 +50,53 @@ def feature_maps(net: nn.Module) -> Iterator[list[torch.Tensor]]:
     maps: list[torch.Tensor] = []
     handles = []
     for block in last_stage_blocks(net):
-        handles.append(block.conv2.register_forward_pre_hook(lambda m, a: maps.append(a[0])))
+        convs = [m for m in block.children() if isinstance(m, nn.Conv2d)]
+        handles.append(convs[1].register_forward_pre_hook(lambda m, a: maps.append(a[0])))
         handles.append(block.register_forward_hook(lambda m, a, out: maps.append(out)))
     try:
         yield maps
     finally:
         for h in handles:
             h.remove()
+
+
+STAGE_SPARSITY = ((3, 0.8), (2, 0.7))
+"""The public code's channel pruning: 80% in the last stage, 70% in the one before,
+20% everywhere else (FACTS.md section 1), counted from the end for any ResNet."""
+
+
+def channel_masks(net: nn.Module) -> dict[str, torch.Tensor]:
+    """LightCL's static channel masks, as its ChannelPruner builds them.
+
+    Output channels of each conv are ranked by the signed mean of their weights;
+    a conv's input channels follow the previous conv's kept channels (shortcut
+    convs excepted); batch norms and the head follow the conv before them.
+    """
+    stages = [name for name, _ in split(net, "lightcl").stages]
+    sparsity = {stages[-1]: 0.8, stages[-2]: 0.7}
+    head = head_name(net)
+    masks: dict[str, torch.Tensor] = {}
+    last = None
+    for name, p in net.named_parameters():
+        if name.startswith(head + "."):
+            if name.endswith("weight") and last is not None:
+                masks[name] = last.view(1, -1).expand_as(p).clone()
+            continue
+        if p.dim() == 4:
+            s = next((v for stage, v in sparsity.items() if name.startswith(stage + ".")), 0.2)
+            mean = p.detach().mean(dim=(1, 2, 3))
+            c = mean.numel()
+            keep = int(c * (1 - s) + 0.5)
+            threshold = torch.kthvalue(mean.float().cpu(), max(1, c - keep)).values.item()
+            out = mean >= threshold
+            mask = out.view(-1, 1, 1, 1).expand_as(p).clone()
+            if last is not None and "shortcut" not in name and last.numel() == p.shape[1]:
+                mask &= last.view(1, -1, 1, 1).expand_as(p)
+            masks[name] = mask
+            last = out
+        elif p.dim() == 1 and last is not None and last.numel() == p.numel():
+            masks[name] = last.clone()
+    return masks
 
 
 @functools.cache
@@ -149,6 +189,49 @@ class LightCL(Method):
         loss = F.cross_entropy(ctx.model(x)[:, lo:lo + k], y - lo) + reg
         ctx.backward(loss)
         return loss.detach()
+
+    # -- between steps, for the bundled trainer ---------------------------------
+    def begin_task(self, run: TaskRun) -> None:
+        """Task 0 of the sparse variant: prune.  Later tasks: store FS from the first batch."""
+        if run.task == 0:
+            if run.scenario.sparsity and "lightcl.masks" not in run.state:
+                run.state["lightcl.masks"] = channel_masks(run.net)
+                self.after_step(run)
+            return
+        x, y = next(iter(run.batches()))
+        r = run.scenario.buffer_size
+        inputs = x[:r].detach().clone()
+        with torch.no_grad(), feature_maps(run.net) as maps:
+            logits = run.net(inputs)
+        run.state["fs.inputs"], run.state["fs.targets"] = inputs, y[:r].clone()
+        for i, fm in enumerate(maps):
+            run.state[f"fs.map{i}"] = fm.detach().clone()
+            run.state.setdefault(f"fs.mask{i}", torch.ones(fm.shape[1], dtype=torch.bool,
+                                                           device=fm.device))
+        run.state["fs.logits"] = logits.detach().clone()
+
+    def after_step(self, run: TaskRun) -> None:
+        masks = run.state.get("lightcl.masks")
+        if masks:
+            with torch.no_grad():
+                for name, p in run.net.named_parameters():
+                    if name in masks:
+                        p.mul_(masks[name])
+
+    def end_task(self, run: TaskRun) -> None:
+        """Important positions I: the top ``ratio`` channels of each map by L1 norm, OR-ed."""
+        x, _ = next(iter(run.batches()))
+        ratio = float(run.scenario.options.get("ratio", 0.15))
+        with torch.no_grad(), feature_maps(run.net) as maps:
+            run.net(x)
+        for i, fm in enumerate(maps):
+            norms = fm.abs().sum(dim=(0, 2, 3))
+            c = norms.numel()
+            keep = int(c * ratio + 0.5)
+            threshold = torch.kthvalue(norms.float().cpu(), max(1, c - keep)).values.item()
+            mask = norms >= threshold
+            old = run.state.get(f"fs.mask{i}")
+            run.state[f"fs.mask{i}"] = mask if old is None or run.task == 0 else (old | mask)
 
     # -- the paper convention ------------------------------------------------
     def paper_terms(self, s: Scenario) -> PaperTerms:

@@ -24,6 +24,7 @@ class MEMO(PyCILMethod):
     summary = "MEMO: shared generalized blocks, one specialized block (last stage) per task"
     paper = "Zhou et al., ICLR 2023; PyCIL memo"
     grows = 1
+    trains = False
     options = {**PyCILMethod.options,
                "train_base": Option(True, "keep training the generalized blocks (PyCIL's benchmark)")}
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from costmodel.methods.base import (Method, Option, PaperTerms, Phase, StepContext, Stored,
-                                    exemplars, kd_loss, known_classes)
+                                    TaskRun, exemplars, kd_loss, known_classes)
 from costmodel.scenario import Scenario
 
 
@@ -29,6 +29,7 @@ class ODILFreeze(Method):
     summary = "weight freezing by importance (g*w)^2, then replay fine-tuning with distillation"
     paper = "Efficient On-Device Incremental Learning by Weight Freezing (seed 003)"
     defaults = {"dataset": "cifar100", "optimizer": "sgd-momentum", "buffer_size": 2000}
+    memory = "per-class"
     options = {"freeze_rate": Option(0.5, "share of each weight tensor frozen as important"),
                "learn_epochs": Option(0, "epochs learning the new classes (0: a tenth of --epochs)"),
                "finetune_epochs": Option(0, "epochs of replay fine-tuning (0: --epochs)"),
@@ -52,7 +53,7 @@ class ODILFreeze(Method):
                 Phase("learn new classes (frozen weights)", s.tasks - 1, n, learn, "learn",
                       first_task=1, extra_train_samples=m),
                 Phase("fine-tune with replay and distillation", s.tasks - 1, n + m, tune, "main",
-                      first_task=1)]
+                      first_task=1, mixed=True)]
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = ctx.model(x)
@@ -71,6 +72,27 @@ class ODILFreeze(Method):
                     p.grad.masked_fill_(frozen[offset:offset + p.numel()].view_as(p), 0)
                 offset += p.numel()
         return loss.detach()
+
+    def begin_task(self, run: TaskRun) -> None:
+        """Freeze the weights most important to the old classes: (g*w)^2 over the memory."""
+        if run.task == 0:
+            return
+        net = run.net
+        net.zero_grad(set_to_none=True)
+        for x, y in run.memory_batches():
+            F.cross_entropy(net(x), y).backward()
+        rate = float(run.scenario.options.get("freeze_rate", 0.5))
+        frozen = []
+        for p in net.parameters():
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            importance = (g * p.detach()).pow(2).flatten()
+            k = int(importance.numel() * rate)
+            mask = torch.zeros_like(importance, dtype=torch.bool)
+            if k:
+                mask[importance.topk(k).indices] = True
+            frozen.append(mask)
+        net.zero_grad(set_to_none=True)
+        run.state["odil.frozen"] = torch.cat(frozen)
 
     def paper_terms(self, s: Scenario) -> PaperTerms:
         return PaperTerms(samples=s.batch_size, extra_params=1.0,

@@ -22,6 +22,7 @@ class PackNet(Method):
     summary = "PackNet: train, prune and retrain each task in the weights left free"
     paper = "Mallya & Lazebnik, CVPR 2018"
     settings = ("task-il",)
+    trains = False
     settings_why = "PackNet selects each task's weights by task identity"
     options = {"prune": Option(0.5, "share of the free weights pruned after each task"),
                "retrain_epochs": Option(0, "epochs retraining after pruning (0: a quarter of --epochs)")}

@@ -26,6 +26,7 @@ class PNN(Method):
     settings = ("task-il",)
     settings_why = "PNN chooses a column by task identity at test time"
     grows = 2
+    trains = False
 
     def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
         return ProgressiveNet(lambda: split(build(), "pnn"), tasks_seen, classes_per_task(s))

@@ -26,6 +26,7 @@ class PyCILMethod(Method):
     """Base of PyCIL's learners: the schedule, the exemplar memory, the paper terms."""
 
     later_epochs: ClassVar[int] = 170
+    memory = "per-class"
     paper_code: ClassVar[str] = "PyCIL"
     options = {"init_epochs": Option(200, "epochs of the first task (PyCIL's init_epoch)")}
 
@@ -44,7 +45,7 @@ class PyCILMethod(Method):
         first = Phase("first task", 1, n, int(s.options.get("init_epochs", 200)), "first",
                       extra_forward_samples=n)
         later = Phase("later tasks (new images + memory)", s.tasks - 1, n + m, s.epochs, "main",
-                      first_task=1, extra_forward_samples=n + m)
+                      first_task=1, extra_forward_samples=n + m, mixed=True)
         return [first, later]
 
     def paper_terms(self, s: Scenario) -> PaperTerms:

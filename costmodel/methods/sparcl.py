@@ -31,6 +31,7 @@ def weight_masks(s: Scenario, net: nn.Module) -> list[Stored]:
 class _SparCL(Method):
     replays = True
     defaults = {**REPLAY_DEFAULTS, "sparsity": 0.9}
+    trains = False  # SparCL's dynamic masking is not written for the trainer
     paper = "Wang et al., NeurIPS 2022 (neu-spiral/SparCL)"
 
     def paper_terms(self, s: Scenario) -> PaperTerms:
@@ -69,6 +70,7 @@ class SparCLDERpp(_SparCL):
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return derpp_step(ctx, x, y, separate=False)
+
 
     def paper_terms(self, s: Scenario) -> PaperTerms:
         return PaperTerms(samples=s.batch_size + 2 * s.replay_batch, density=1 - s.sparsity)

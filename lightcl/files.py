@@ -1,0 +1,43 @@
+"""Writing output files atomically: a temporary file beside the target, then a rename.
+
+A crash or Ctrl-C leaves either the old file or the new one, never half of one.
+The file gets the permissions any new file would (the umask's), not mkstemp's 0600.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """``torch.save`` atomically."""
+    import torch
+
+    atomic_write(path, lambda f: torch.save(obj, f))

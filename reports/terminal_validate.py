@@ -1,0 +1,42 @@
+"""`costcl validate`: predicted beside measured, with relative errors."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from lightcl.validate import Validation
+from reports.terminal import scenario_line
+from reports.units import flops, mib
+
+
+def _err(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.2f}%"
+
+
+def validation_table(v: Validation, console: Console) -> None:
+    m, e = v.measured, v.predicted
+    console.print(f"[bold]costcl validate[/bold] on {m['device']}")
+    console.print(scenario_line(e))
+    t = Table(header_style="bold")
+    for col in ("quantity", "predicted", "measured", "error"):
+        t.add_column(col, justify="left" if col == "quantity" else "right")
+    if m.get("oom"):
+        t.add_row("peak memory", f"{mib(v.compared_peak_bytes)} MiB",
+                  f"[red]out of memory at batch {m['failed_batch']}[/red]", "-")
+    else:
+        label = "peak memory (as a tracker sees it)" if v.compared_with == "instrumented" else "peak memory"
+        t.add_row(label, f"{mib(v.compared_peak_bytes)} MiB", f"{mib(m['peak_bytes'])} MiB",
+                  _err(v.peak_error))
+        if v.compared_with == "instrumented":
+            t.add_row("peak memory, uninstrumented run", f"{mib(e.memory.peak_bytes)} MiB", "", "")
+        if m.get("reserved_bytes"):
+            t.add_row("reserved by the CUDA allocator", "", f"{mib(m['reserved_bytes'])} MiB", "")
+    t.add_row("forward FLOPs", flops(e.step.forward_flops), flops(m["forward_flops"]),
+              _err((e.step.forward_flops - m["forward_flops"]) / max(m["forward_flops"], 1)))
+    t.add_row("backward FLOPs", flops(e.step.backward_flops), flops(m["backward_flops"]),
+              _err((e.step.backward_flops - m["backward_flops"]) / max(m["backward_flops"], 1)))
+    if m.get("seconds_per_step"):
+        t.add_row("seconds per step", "", f"{m['seconds_per_step']:.3f}", "")
+    console.print(t)
+    for note in v.notes:
+        console.print(f"[dim]note: {note}[/dim]")
