@@ -140,3 +140,39 @@ def test_bad_method_input_is_one_line_exit_2(args, message, costcl):
     r = costcl(*args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+
+
+def test_train_validate_and_generalizability_commands(costcl, tmp_path):
+    small = ["--model", "resnet14-cifar", "--input-size", "3,16,16", "--data-root", "synthetic:2",
+             "--epochs", "1", "--batch-size", "8"]
+    r = costcl("train", "--method", "er", *small, "--out", str(tmp_path / "run"), "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert [t["task"] for t in d["tasks"]] == [0, 1, 2, 3, 4]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["final"] == d["final"]
+    r = costcl("validate", "--method", "sgd", "--batch-size", "4", "--fake", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["relative_error"]["flops"] == 0.0
+    r = costcl("generalizability", *small, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["layers"][0]["layer"] == "conv_1_3x3"
+
+
+def test_trainer_bad_input(costcl, tmp_path):
+    from costmodel.models.registry import build_model
+    import torch
+
+    wrong = tmp_path / "wrong.pt"
+    torch.save(build_model("resnet32-cifar", 10, 3, "cpu").state_dict(), wrong)
+    cases = [
+        (["train", "--device", "tpu"], "unknown device 'tpu'"),
+        (["validate", "--steps", "0"], "--steps must be >= 1"),
+        (["train", "--resume", "--out", str(tmp_path / "none")], "no checkpoint at"),
+        (["train", "--checkpoint", str(wrong), "--data-root", "synthetic:1"], "is for another architecture"),
+        (["train", "--data-root", "synthetic:x"], "malformed --data-root 'synthetic:x'"),
+        (["generalizability", "--metric", "acc"], "unknown metric 'acc'"),
+    ]
+    for args, message in cases:
+        r = costcl(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
