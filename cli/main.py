@@ -217,6 +217,112 @@ def _train_progress(total_epochs: int):  # noqa: ANN202
     return bar()
 
 
+Mib = Annotated[Optional[float], typer.Option("--mib", help="An amount of memory in MiB.")]
+
+
+@app.command()
+def convert(model: Annotated[str, typer.Option(help="Model (see `costcl models`).")] = "resnet32-cifar",
+            dataset: Annotated[str, typer.Option(help="Dataset (sets the exemplar's size).")] = "cifar100",
+            input_size: Annotated[Optional[str], typer.Option(help="C,H,W of custom data.")] = None,
+            exemplars: Annotated[Optional[int], typer.Option(help="How much memory N exemplars take.")] = None,
+            mib: Mib = None, as_json: AsJson = False) -> None:
+    """One backbone in exemplars, and back (MEMO's counting: 4 bytes a parameter, uint8 images)."""
+    from budgets.accounting import convert as run_convert
+    from costmodel.scenario import Scenario, parse_input_size
+    from reports.terminal_budgets import conversion_text
+
+    s = Scenario(model=model, dataset=dataset,
+                 input_size=parse_input_size(input_size) if input_size else None)
+    result = run_convert(model, dataset, s.input_shape, exemplars, mib)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        conversion_text(result, console)
+
+
+@app.command()
+@scenario_options
+def budget(scenario,  # noqa: ANN001
+           protocol: Annotated[Optional[str], typer.Option(help="MEMO's fair or auc protocol.")] = None,
+           init: Annotated[Optional[int], typer.Option(help="Classes of the first task.")] = None,
+           increment: Annotated[Optional[int], typer.Option(help="Classes per later task.")] = None,
+           base_exemplars: Annotated[int, typer.Option(help="The benchmark buffer (MEMO: 2000).")] = 2000,
+           budget_mib: Annotated[Optional[float], typer.Option(help="A total memory budget to share out.")] = None,
+           flops_budget: Annotated[Optional[float], typer.Option(help="A total training-FLOPs budget.")] = None,
+           methods_: Annotated[str, typer.Option("--methods", help="Methods for --budget-mib / --flops-budget.")] = "der-expand,memo,icarl,er,lightcl",
+           counting: Annotated[str, typer.Option("--convention", help="memo (model bytes) or runtime (whole peak) for --budget-mib.")] = "memo",
+           as_json: AsJson = False) -> None:
+    """Equal budgets: MEMO's fair and auc protocols, any memory budget, or a FLOPs budget."""
+    from reports import terminal_budgets as out
+
+    s = scenario.replace(model=scenario.model or "resnet32-cifar",
+                         dataset=scenario.dataset or "cifar100")
+    chosen = [x for x in (protocol, budget_mib, flops_budget) if x is not None]
+    if len(chosen) != 1:
+        raise CostclError("give exactly one of --protocol fair|auc, --budget-mib X or --flops-budget X")
+    if protocol is not None:
+        from budgets import protocols
+        if protocol == "fair":
+            table = protocols.fair(s.dataset, s.model, s.input_shape, s.classes,
+                                   init if init is not None else (increment or 10),
+                                   increment if increment is not None else (init or 10),
+                                   base_exemplars)
+            emit_json(table.to_json()) if as_json else out.budget_table(table, console)
+        elif protocol == "auc":
+            tables = protocols.auc(s.dataset, s.input_shape, s.classes, init, increment, base_exemplars)
+            emit_json([t.to_json() for t in tables]) if as_json else out.auc_table(tables, console)
+        else:
+            from costmodel.errors import suggest
+            raise suggest(protocol, ["fair", "auc"], "protocol")
+        return
+    from reports.compare import parse_methods
+    names = parse_methods(methods_)
+    if budget_mib is not None:
+        from budgets.equal import equal_budget
+        rows = equal_budget(round(budget_mib * 2**20), s, names, counting)
+        emit_json([r.to_json() for r in rows]) if as_json else out.equal_table(rows, budget_mib, counting, console)
+    else:
+        from budgets.equal import flops_budget as run_flops
+        rows = run_flops(flops_budget, s, names)
+        emit_json([r.to_json() for r in rows]) if as_json else out.epochs_table(rows, flops_budget, console)
+
+
+@app.command()
+def devices() -> None:
+    """The device profiles: memory, what the system keeps, what is left for training."""
+    from budgets.devices import DEVICES
+    from reports.listing import listing
+
+    listing(console, ("device", "total MiB", "OS MiB", "runtime MiB", "usable MiB", "runs on"),
+            [(d.name, f"{d.total_mib:,}", f"{d.os_reserve_mib:,}", f"{d.runtime_reserve_mib:,}",
+              f"{d.usable_mib:,}", d.runs_on) for d in DEVICES.values()])
+    for d in DEVICES.values():
+        console.print(f"[bold]{d.name}[/bold]: {d.note}")
+    console.print("[dim]reserves are costcl's documented estimates; --memory-mib X sets the usable "
+                  "memory of any device[/dim]")
+
+
+@app.command()
+@scenario_options(exclude=("device",))
+def fit(scenario,  # noqa: ANN001
+        device: Annotated[Optional[str], typer.Option(help="A device profile (see `costcl devices`).")] = None,
+        memory_mib: Annotated[Optional[float], typer.Option(help="Usable memory of any other device.")] = None,
+        methods_: Annotated[Optional[str], typer.Option("--methods", help="Also: which of these methods fit at all.")] = None,
+        as_json: AsJson = False) -> None:
+    """The largest batch size and buffer that fit on a device, and which methods fit at all."""
+    from budgets.devices import device as profile
+    from budgets.fit import fit as run_fit
+    from reports.compare import parse_methods
+    from reports.terminal_budgets import fit_table
+
+    result = run_fit(profile(device, memory_mib), scenario,
+                     parse_methods(methods_) if methods_ else [])
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        fit_table(result, console)
+
+
 @app.command()
 def models() -> None:
     """List the built-in model names (and how to name any other)."""
@@ -282,12 +388,15 @@ def _click_exceptions():  # noqa: ANN202
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors with exit status 2, never a traceback."""
     exc = _click_exceptions()
+    no_args = getattr(exc, "NoArgsIsHelpError", ())
+    aborts = tuple(c for c in (getattr(exc, "Abort", None), KeyboardInterrupt) if c)
+    exits = getattr(exc, "Exit", ())
     try:
         app(args=argv, standalone_mode=False)
     except CostclError as e:
         print(f"costcl: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except getattr(exc, "NoArgsIsHelpError", ()):
+    except no_args:
         sys.exit(0)
     except exc.UsageError as e:
         name = e.ctx.command_path if e.ctx else "costcl"
@@ -296,12 +405,13 @@ def run(argv: list[str] | None = None) -> None:
     except CostclInterrupt as e:
         print(f"costcl: {e}", file=sys.stderr)
         sys.exit(130)
-    except (exc.Abort, KeyboardInterrupt):
+    except aborts:
         print("costcl: interrupted", file=sys.stderr)
         sys.exit(130)
-    except exc.Exit as e:
+    except exits as e:
         sys.exit(e.exit_code)
-    except BrokenPipeError:
+    except BrokenPipeError:  # `costcl ... | head`: the reader left; so do we, quietly
+        sys.stderr.close()
         sys.exit(0)
 
 

@@ -42,7 +42,6 @@ SCENARIO_PARAMS: list[inspect.Parameter] = [
         ("config", Annotated[Optional[Path], typer.Option(help="Scenario TOML file; flags override it.", rich_help_panel=_PANEL)]),
     ]
 ]
-_NAMES = [p.name for p in SCENARIO_PARAMS]
 
 
 def scenario_from_flags(values: dict[str, Any]):  # noqa: ANN201
@@ -55,15 +54,25 @@ def scenario_from_flags(values: dict[str, Any]):  # noqa: ANN201
     return build(file_values, options=options or None, **values)
 
 
-def scenario_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give ``fn`` the scenario flags; it receives ``scenario=`` instead."""
-    sig = inspect.signature(fn, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "scenario"]
+def scenario_options(fn: Callable[..., Any] | None = None, *,
+                     exclude: tuple[str, ...] = ()) -> Any:
+    """Give ``fn`` the scenario flags; it receives ``scenario=`` instead.
 
-    @functools.wraps(fn)
-    def wrapper(**kwargs: Any) -> Any:
-        flags = {k: kwargs.pop(k) for k in _NAMES}
-        return fn(scenario=scenario_from_flags(flags), **kwargs)
+    ``exclude`` leaves flags out for a command that uses the name otherwise
+    (``costcl fit --device`` names a device profile).
+    """
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "scenario"]
+        shared = [p for p in SCENARIO_PARAMS if p.name not in exclude]
+        names = [p.name for p in shared]
 
-    wrapper.__signature__ = sig.replace(parameters=own + SCENARIO_PARAMS)  # type: ignore[attr-defined]
-    return wrapper
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            flags = {k: kwargs.pop(k) for k in names}
+            return fn(scenario=scenario_from_flags(flags), **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + shared)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate

@@ -185,26 +185,17 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
     conventions.check(flops_convention)
     s = methods.resolve(s)
     method = methods.get(s.method)
-    opt = optimizer(s.optimizer)
+    optimizer(s.optimizer)  # an unknown name fails before any tracing
     main = engine.step_model(s, method)
     trainable = trainable_set(s, method, main)
     B, R = s.batch_size, (s.replay_batch if method.replays else 0)
     if convention == "paper":
         return _paper_estimate(s, method, main, trainable, flops_convention, layers)
 
-    models = {v: engine.step_model(s, method, v) for v in _variants(s, method)}
+    models = variant_models(s, method)
     plans = {v: sm.plan(trainable_set(s, method, sm, v), instrumented, s.device, (B, R))
              for v, sm in models.items()}
-    memory = None
-    for v, sm in models.items():
-        stored = engine.stored_bytes(method.stored(s, sm.network, v))
-        constants = {"buffer": stored["buffer"],
-                     "method_state": stored["method_state"] + sm.state_bytes["method_state"]}
-        r = R if method.replays and v != "first" else 0
-        point = plans[v].memory(B, r, opt, s.device, constants)
-        if memory is None or point.peak_bytes > memory.peak_bytes:
-            memory = point
-    assert memory is not None
+    memory = peak_memory(s, method, models, B, R, instrumented)
     plan = plans["main"]
     fl = plan.flops
     step = StepCost(
@@ -228,6 +219,32 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
     return Estimate("runtime", flops_convention, s, step, run,
                     MemoryCost(sum(breakdown.values()), breakdown, memory.phase, memory.where),
                     n_train, total, table, tuple(notes), trainable)
+
+
+def peak_memory(s: Scenario, method: Method, models: dict[str, engine.StepModel], batch: int,
+                replay: int, instrumented: bool = False) -> engine.MemoryPoint:
+    """The highest peak over the schedule's step variants, stored state included.
+
+    ``s`` must be resolved; its buffer size sets the stored state.  The one place
+    both ``estimate`` and the budget search (``costcl fit``) compute a peak.
+    """
+    opt = optimizer(s.optimizer)
+    memory = None
+    for v, sm in models.items():
+        r = replay if method.replays and v != "first" else 0
+        plan = sm.plan(trainable_set(s, method, sm, v), instrumented, s.device, (batch, r))
+        stored = engine.stored_bytes(method.stored(s, sm.network, v))
+        constants = {"buffer": stored["buffer"],
+                     "method_state": stored["method_state"] + sm.state_bytes["method_state"]}
+        point = plan.memory(batch, r, opt, s.device, constants)
+        if memory is None or point.peak_bytes > memory.peak_bytes:
+            memory = point
+    assert memory is not None
+    return memory
+
+
+def variant_models(s: Scenario, method: Method) -> dict[str, engine.StepModel]:
+    return {v: engine.step_model(s, method, v) for v in _variants(s, method)}
 
 
 def per_sample_flops(trace: Any, plan: Any) -> tuple[int, int]:

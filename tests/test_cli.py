@@ -176,3 +176,41 @@ def test_trainer_bad_input(costcl, tmp_path):
         r = costcl(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+def test_budget_commands(costcl):
+    r = costcl("convert", "--model", "resnet32-cifar", "--dataset", "cifar100", "--json")
+    assert r.returncode == 0 and round(json.loads(r.stdout)["exemplars_per_model"], 2) == 603.52
+    r = costcl("budget", "--protocol", "fair", "--dataset", "cifar100", "--model", "resnet32-cifar",
+               "--init", "10", "--increment", "10", "--json")
+    d = json.loads(r.stdout)
+    assert set(d) >= {"budget_bytes", "tasks", "methods"} and d["tasks"] == 10
+    assert d["methods"]["icarl"] == {"exemplars": 7431, "model_bytes": 1854016,
+                                     "exemplars_per_class": 74, "backbone": "resnet32-cifar"}
+    r = costcl("budget", "--protocol", "auc", "--json")
+    assert [round(t["budget_mib"], 1) for t in json.loads(r.stdout)] == [7.6, 12.4, 16.1, 19.8, 23.5]
+    r = costcl("fit", "--device", "jetson-nano", "--method", "lightcl", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["largest_batch"] > 32
+    r = costcl("devices")
+    assert "jetson-orin-nano" in r.stdout and "raspberry-pi-4" in r.stdout
+
+
+BUDGET_BAD = [
+    (["budget", "--budget-mib", "0"], "--budget-mib must be > 0"),
+    (["budget", "--budget-mib", "-2"], "--budget-mib must be > 0"),
+    (["budget", "--budget-mib", "1", "--methods", "icarl"], "smaller than every model: even icarl needs 1.77 MiB (0.77 MiB short)"),
+    (["budget", "--protocol", "fair", "--init", "10", "--increment", "7"], "do not divide 100 classes"),
+    (["budget", "--protocol", "fiar"], "unknown protocol 'fiar'; did you mean fair"),
+    (["budget"], "give exactly one of --protocol"),
+    (["fit", "--device", "jetson-nanoo"], "unknown device 'jetson-nanoo'; did you mean jetson-nano"),
+    (["fit"], "give --device NAME"),
+    (["convert", "--mib", "-1"], "--mib must be > 0"),
+    (["convert", "--exemplars", "5", "--mib", "1"], "give --exemplars or --mib, not both"),
+]
+
+
+@pytest.mark.parametrize("args,message", BUDGET_BAD, ids=[" ".join(a) for a, _ in BUDGET_BAD])
+def test_bad_budget_input(args, message, costcl):
+    r = costcl(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1

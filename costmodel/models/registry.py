@@ -44,6 +44,23 @@ def _cifar_a(depth: int) -> Callable[[int, int], nn.Module]:
     return build
 
 
+def _convnet(depth: int) -> Callable[[int, int], nn.Module]:
+    def build(num_classes: int, in_channels: int) -> nn.Module:
+        from costmodel.models.convnets import conv2, conv4
+        return (conv2 if depth == 2 else conv4)(num_classes, in_channels)
+    return build
+
+
+def _torchvision_resnet(block: str, layers: list[int]) -> Callable[[int, int], nn.Module]:
+    """An ImageNet-style ResNet torchvision does not name (PyCIL's resnet10 and resnet26)."""
+    def build(num_classes: int, in_channels: int) -> nn.Module:
+        from torchvision.models import resnet
+        if in_channels != 3:
+            raise CostclError("ImageNet-style ResNets take 3 input channels; use --input-size 3,H,W")
+        return resnet.ResNet(getattr(resnet, block), layers, num_classes=num_classes)
+    return build
+
+
 def _torchvision(name: str) -> Callable[[int, int], nn.Module]:
     def build(num_classes: int, in_channels: int) -> nn.Module:
         import torchvision
@@ -62,7 +79,13 @@ MODELS: dict[str, ModelSpec] = {
         *(ModelSpec(f"resnet{d}-cifar", _cifar_a(d), f"PyCIL's ResNet-{d} (option-A shortcuts, "
                     "widths 16/32/64), as MEMO and PyCIL train it", "cifar")
           for d in (14, 20, 26, 32)),
+        ModelSpec("conv2", _convnet(2), "MEMO's ConvNet2 for 32x32 inputs (two conv blocks)", "cifar"),
+        ModelSpec("conv4", _convnet(4), "MEMO's ConvNet4 for ImageNet (four conv blocks)", "imagenet"),
+        ModelSpec("resnet10", _torchvision_resnet("BasicBlock", [1, 1, 1, 1]),
+                  "ResNet-10 (ImageNet-style BasicBlocks [1,1,1,1], as PyCIL's resnet10)", "imagenet"),
         ModelSpec("resnet18", _torchvision("resnet18"), "torchvision ResNet-18 (ImageNet-style)", "imagenet"),
+        ModelSpec("resnet26", _torchvision_resnet("Bottleneck", [2, 2, 2, 2]),
+                  "ResNet-26 (ImageNet-style Bottlenecks [2,2,2,2], as PyCIL's resnet26)", "imagenet"),
         ModelSpec("resnet34", _torchvision("resnet34"), "torchvision ResNet-34 (ImageNet-style)", "imagenet"),
         ModelSpec("resnet50", _torchvision("resnet50"), "torchvision ResNet-50 (ImageNet-style)", "imagenet"),
         ModelSpec("mobilenet_v2", _torchvision("mobilenet_v2"), "torchvision MobileNetV2", "imagenet"),

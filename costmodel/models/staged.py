@@ -51,6 +51,7 @@ class Stages:
 def split(model: nn.Module, needed_by: str = "this method") -> Stages:
     """The stem, the ordered stages and the head of a ResNet-style classifier."""
     from costmodel.models.cifar_resnet import CifarResNet18, CifarResNetA
+    from costmodel.models.convnets import ConvNet
 
     if isinstance(model, CifarResNet18):
         names = ["layer1", "layer2", "layer3", "layer4"]
@@ -59,6 +60,9 @@ def split(model: nn.Module, needed_by: str = "this method") -> Stages:
     if isinstance(model, CifarResNetA):
         names = ["stage_1", "stage_2", "stage_3"]
         return Stages(Stem(model.conv_1_3x3, model.bn_1), [(n, getattr(model, n)) for n in names],
+                      model.fc)
+    if isinstance(model, ConvNet):  # no stem: every conv block is a stage
+        return Stages(nn.Identity(), [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)],
                       model.fc)
     if all(hasattr(model, a) for a in ("conv1", "bn1", "maxpool", "layer4", "fc")):  # torchvision
         names = ["layer1", "layer2", "layer3", "layer4"]

@@ -1,0 +1,117 @@
+"""Equal-budget configurations for any total budget, and equal FLOPs budgets.
+
+Memory (``--budget-mib``): for each method, what its model takes, and how many
+exemplars fit in the rest.  Two countings:
+
+* ``memo``: MEMO's (:mod:`budgets.accounting`): backbone parameters x 4 bytes
+  for the network the method holds at its last task (DER's T backbones, MEMO's
+  shared blocks and T specialized ones), exemplars as uint8 images;
+* ``runtime``: the method's whole runtime peak without exemplars (weights,
+  optimizer state, activations, teachers, stored state), exemplars in the
+  method's own format (Mammoth keeps float images, with labels and logits).
+
+FLOPs (``--flops-budget``): how many epochs per task each method can afford
+within the same total training FLOPs, as budgeted-CL work compares methods.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from budgets.accounting import MIB, WORD_BYTES, exemplar_bytes
+from budgets.fit import PeakModel, stored_format
+from costmodel import engine, methods
+from costmodel.errors import CostclError
+from costmodel.estimation import estimate
+from costmodel.models.registry import backbone_params
+from costmodel.scenario import Scenario
+
+COUNTINGS = ("memo", "runtime")
+
+
+@dataclass
+class EqualRow:
+    method: str
+    model_bytes: int
+    exemplar_bytes: int
+    """Bytes of one exemplar in this counting (0: the method keeps none)."""
+    exemplars: int | None
+    short_by_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self) | {"fits": self.short_by_bytes == 0}
+
+
+def memo_model_bytes(s: Scenario) -> int:
+    """MEMO's model size of the network a method holds at its last task (no heads)."""
+    method = methods.get(s.method)
+    net = engine.step_model(s, method).network
+    if method.grows:  # wrappers: every Linear is a head
+        params = sum(p.numel() for m in net.modules() if not isinstance(m, nn.Linear)
+                     for p in m.parameters(recurse=False))
+    else:
+        params = backbone_params(net)
+    return WORD_BYTES * params
+
+
+def equal_budget(budget_bytes: int, base: Scenario, names: list[str],
+                 counting: str = "memo") -> list[EqualRow]:
+    if budget_bytes <= 0:
+        raise CostclError(f"--budget-mib must be > 0, got {budget_bytes / MIB:g}")
+    if counting not in COUNTINGS:
+        from costmodel.errors import suggest
+        raise suggest(counting, COUNTINGS, "counting")
+    rows = []
+    for name in names:
+        s = methods.resolve(base.replace(method=name, options={}))
+        if counting == "memo":
+            model = memo_model_bytes(s)
+            per = exemplar_bytes(s.input_shape)
+        else:
+            model = PeakModel(s).peak(s.batch_size, 0)
+            per = stored_format(s)
+        if model > budget_bytes:
+            rows.append(EqualRow(name, model, per, None, model - budget_bytes))
+        else:
+            rows.append(EqualRow(name, model, per, (budget_bytes - model) // per if per else None, 0))
+    if all(r.short_by_bytes for r in rows):
+        smallest = min(rows, key=lambda r: r.model_bytes)
+        raise CostclError(f"a budget of {budget_bytes / MIB:.2f} MiB is smaller than every model: "
+                          f"even {smallest.method} needs {smallest.model_bytes / MIB:.2f} MiB "
+                          f"({smallest.short_by_bytes / MIB:.2f} MiB short)")
+    return rows
+
+
+@dataclass
+class EpochRow:
+    method: str
+    flops_per_epoch: int
+    """Run FLOPs with one epoch per task (work outside the steps included)."""
+    epochs: int
+    total_flops: int
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self)
+
+
+def _run_flops(s: Scenario, epochs: int) -> int:
+    options = dict(s.options)
+    if "init_epochs" in methods.get(s.method).options:
+        options["init_epochs"] = epochs  # PyCIL's first task scales too
+    return estimate(s.replace(epochs=epochs, options=options)).run.total_flops
+
+
+def flops_budget(budget_flops: float, base: Scenario, names: list[str]) -> list[EpochRow]:
+    """The most epochs per task each method affords within ``budget_flops``."""
+    if budget_flops <= 0:
+        raise CostclError(f"--flops-budget must be > 0, got {budget_flops:g}")
+    from budgets.fit import largest
+
+    rows = []
+    for name in names:
+        s = methods.resolve(base.replace(method=name, options={}, epochs=None))
+        epochs = largest(lambda e, s=s: _run_flops(s, e) <= budget_flops, 1, cap=1 << 20)
+        rows.append(EpochRow(name, _run_flops(s, 1), epochs, _run_flops(s, epochs) if epochs else 0))
+    return rows

@@ -1,0 +1,127 @@
+"""What fits on a device: the largest batch and buffer, and which methods fit at all.
+
+Every peak comes from :func:`costmodel.estimation.peak_memory`, the function
+``costcl estimate`` uses, so an answer here and an estimate of the same
+scenario cannot disagree.  The runtime convention's peak grows with the batch
+and with the buffer, so both searches are a doubling then a bisection.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from budgets.devices import MIB, DeviceProfile
+from costmodel import engine, methods
+from costmodel.estimation import peak_memory, variant_models
+from costmodel.scenario import Scenario
+
+CAP = 1 << 16
+
+
+class PeakModel:
+    """The runtime peak of one method's scenario as a function of batch and buffer."""
+
+    def __init__(self, s: Scenario) -> None:
+        self.given = s
+        """As the user gave it: defaults that follow the batch (a replay batch) keep following."""
+        self.s = methods.resolve(s)
+        self.method = methods.get(self.s.method)
+        self.models = variant_models(self.s, self.method)
+        self._cache: dict[tuple[int, int], int] = {}
+
+    def peak(self, batch: int, buffer: int | None = None) -> int:
+        buffer = self.s.buffer_size if buffer is None else buffer
+        key = (batch, buffer)
+        if key not in self._cache:
+            s = methods.resolve(self.given.replace(batch_size=batch, buffer_size=buffer))
+            replay = s.replay_batch if self.method.replays else 0
+            self._cache[key] = peak_memory(s, self.method, self.models, batch, replay).peak_bytes
+        return self._cache[key]
+
+    def uses_buffer(self) -> bool:
+        return self.peak(self.s.batch_size, 0) != self.peak(self.s.batch_size, 64)
+
+
+def largest(fits: Any, start: int, cap: int = CAP) -> int:
+    """The largest n >= start with fits(n), for fits decreasing in n (start - 1 if none)."""
+    if not fits(start):
+        return start - 1
+    lo, hi = start, max(start, 1)
+    if start == 0:
+        if not fits(1):
+            return 0
+        lo = 1
+    while hi < cap and fits(hi * 2):
+        lo, hi = hi * 2, hi * 2
+    hi = min(hi * 2, cap + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+@dataclass
+class MethodFit:
+    method: str
+    batch_size: int
+    buffer_size: int
+    peak_bytes: int
+    fits: bool
+
+    def to_json(self, usable: int) -> dict[str, Any]:
+        return {"method": self.method, "batch_size": self.batch_size,
+                "buffer_size": self.buffer_size, "peak_bytes": self.peak_bytes, "fits": self.fits,
+                "short_by_bytes": max(0, self.peak_bytes - usable)}
+
+
+@dataclass
+class FitResult:
+    device: DeviceProfile
+    scenario: Scenario
+    largest_batch: int
+    """0: not even a batch of one fits."""
+    peak_at_largest: int | None
+    peak_at_next: int
+    largest_buffer: int | None
+    """None: the method keeps no buffer; -1: none fits at this batch."""
+    methods: list[MethodFit] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        u = self.device.usable_bytes
+        return {"device": vars(self.device) | {"usable_mib": self.device.usable_mib},
+                "usable_bytes": u, "scenario": self.scenario.to_json(),
+                "largest_batch": self.largest_batch, "peak_at_largest_bytes": self.peak_at_largest,
+                "peak_at_next_bytes": self.peak_at_next, "largest_buffer": self.largest_buffer,
+                "methods": [m.to_json(u) for m in self.methods]}
+
+
+def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None) -> FitResult:
+    s = s.replace(device=profile.runs_on)
+    usable = profile.usable_bytes
+    pm = PeakModel(s)
+    batch = largest(lambda b: pm.peak(b) <= usable, 1)
+    buffer = None
+    if pm.uses_buffer():
+        at = max(batch, 1) if batch < pm.s.batch_size else pm.s.batch_size
+        buffer = largest(lambda n: pm.peak(at, n) <= usable, 0, cap=1 << 22)
+    result = FitResult(profile, pm.s, batch, pm.peak(batch) if batch else None, pm.peak(batch + 1),
+                       buffer)
+    for name in others or []:
+        other = PeakModel(s.replace(method=name, options={}))
+        peak = other.peak(other.s.batch_size)
+        result.methods.append(MethodFit(name, other.s.batch_size, other.s.buffer_size, peak,
+                                        peak <= usable))
+    return result
+
+
+def mib(nbytes: int) -> float:
+    return nbytes / MIB
+
+
+def stored_format(s: Scenario) -> int:
+    """Bytes one more exemplar costs in the method's own format (labels, logits included)."""
+    method = methods.get(s.method)
+    net = engine.step_model(s, method).network
+    one = engine.stored_bytes(method.stored(s.replace(buffer_size=1), net))
+    none = engine.stored_bytes(method.stored(s.replace(buffer_size=0), net))
+    return one["buffer"] - none["buffer"]
