@@ -130,6 +130,8 @@ METHOD_BAD = [
     (["estimate", "--method", "er", "--buffer-size", "-1"], "buffer-size must be a whole number >= 0"),
     (["estimate", "--method", "er", "--replay-batch", "-3"], "replay-batch must be a whole number >= 0"),
     (["estimate", "--method", "pnn"], "cannot run under class-il evaluation"),
+    (["estimate", "--method", "lightcl", "--model", "conv2"],
+     "lightcl needs a ResNet whose last stage is made of residual blocks"),
     (["compare", "--methods", ","], "--methods is empty"),
     (["paper", "lightcll"], "unknown paper table 'lightcll'; did you mean lightcl"),
 ]

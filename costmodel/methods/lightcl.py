@@ -32,6 +32,7 @@ from torch import nn
 from costmodel.methods.base import Method, Option, PaperTerms, Phase, StepContext, Stored, TaskRun
 from costmodel.models.registry import build_model, head_name
 from costmodel.models.staged import split
+from costmodel.errors import CostclError
 from costmodel.scenario import Scenario
 
 
@@ -40,7 +41,14 @@ def _epochs(s: Scenario) -> int:
 
 
 def last_stage_blocks(net: nn.Module) -> list[nn.Module]:
-    return list(split(net, "lightcl").stages[-1][1].children())
+    """The residual blocks of the last stage; each must hold two convolutions (the maps
+    LightCL regulates are the input of the second one and the block's output)."""
+    blocks = list(split(net, "lightcl").stages[-1][1].children())
+    if not blocks or any(sum(isinstance(m, nn.Conv2d) for m in b.children()) < 2 for b in blocks):
+        raise CostclError(f"lightcl needs a ResNet whose last stage is made of residual blocks "
+                          f"with two convolutions each; {type(net).__name__} is not one: use "
+                          "resnet18-cifar, resnet32-cifar or a torchvision ResNet")
+    return blocks
 
 
 @contextlib.contextmanager
