@@ -27,6 +27,8 @@ from costmodel.errors import suggest
 from costmodel.trace.records import OpFact, StepTrace, at
 
 FLOPS_CONVENTIONS = ("torch", "fvcore", "thop")
+TOOL_UNITS = {"torch": "FLOPs", "fvcore": "MACs", "thop": "MACs"}
+"""What each convention counts: torch counts FLOPs, fvcore and thop count MACs."""
 
 
 def check(name: str) -> None:

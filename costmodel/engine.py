@@ -102,7 +102,6 @@ class Plan:
         totals = self._tot @ x
         k = int(totals.argmax())
         after = int(self._after @ x)
-        const = sum(constants.values()) + state
         if after + temps > int(totals[k]):
             cats = self.timeline.after_backward @ x
             phase, where = "optimizer", f"{opt.name}.step()"

@@ -19,7 +19,6 @@ from costmodel import conventions, engine, methods
 from costmodel.models.registry import build_model
 from costmodel.scenario import Scenario
 
-TOOL_UNITS = {"torch": "FLOPs", "fvcore": "MACs", "thop": "MACs"}
 
 _FVCORE_CATEGORY = {"conv": "conv", "addmm": "linear", "linear": "linear", "mm": "linear",
                     "matmul": "matmul", "bmm": "matmul", "einsum": "matmul",
@@ -41,7 +40,7 @@ class CrossCheck:
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "input_shape": list(self.input_shape),
-                "units": TOOL_UNITS, "measured": self.measured, "costcl": self.costcl,
+                "units": conventions.TOOL_UNITS, "measured": self.measured, "costcl": self.costcl,
                 "notes": self.notes}
 
     def mismatches(self) -> list[tuple[str, str, int, int]]:

@@ -28,7 +28,7 @@ from costmodel.models.registry import head_name
 from costmodel.scenario import Scenario
 from lightcl.context import TrainContext
 from lightcl.data import TaskData
-from lightcl.files import atomic_save, atomic_write_text
+from costmodel.files import atomic_save, atomic_write_text
 from lightcl.optim import build_optimizer
 from lightcl.runner import build_network
 

@@ -1,13 +1,24 @@
 """The crosscheck table: each tool's count beside costcl's in that tool's convention."""
 from __future__ import annotations
 
+from typing import Protocol
+
 from rich.console import Console
 from rich.table import Table
 
-from lightcl.crosscheck import TOOL_UNITS, CrossCheck
+from costmodel.conventions import TOOL_UNITS
 
 
-def crosscheck_table(c: CrossCheck, console: Console) -> None:
+class CrossCheckLike(Protocol):
+    """What the table reads from a crosscheck (lightcl's CrossCheck); reports do not import lightcl."""
+    model: str
+    input_shape: tuple[int, ...]
+    measured: dict[str, dict[str, int]]
+    costcl: dict[str, dict[str, int]]
+    notes: list[str]
+
+
+def crosscheck_table(c: CrossCheckLike, console: Console) -> None:
     console.print(f"[bold]costcl crosscheck[/bold]: {c.model}, one forward of 1x"
                   f"{'x'.join(map(str, c.input_shape))}, training mode")
     t = Table(header_style="bold")

@@ -1,19 +1,33 @@
 """`costcl validate`: predicted beside measured, with relative errors."""
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from rich.console import Console
 from rich.table import Table
 
-from lightcl.validate import Validation
+from costmodel.estimation import Estimate
 from reports.terminal import scenario_line
 from reports.units import flops, mib
+
+
+class ValidationLike(Protocol):
+    """What the table reads from a validation (lightcl's Validation); reports do not import lightcl."""
+    predicted: Estimate
+    measured: dict[str, Any]
+    compared_with: str
+    compared_peak_bytes: int
+    notes: list[str]
+
+    @property
+    def peak_error(self) -> float | None: ...
 
 
 def _err(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:+.2f}%"
 
 
-def validation_table(v: Validation, console: Console) -> None:
+def validation_table(v: ValidationLike, console: Console) -> None:
     m, e = v.measured, v.predicted
     console.print(f"[bold]costcl validate[/bold] on {m['device']}")
     console.print(scenario_line(e))

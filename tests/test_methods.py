@@ -3,7 +3,6 @@ which parameters train, how its schedule runs."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from costmodel import CostclError, Scenario, methods
 from costmodel.estimation import estimate
