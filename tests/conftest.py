@@ -1,6 +1,8 @@
 """Shared helpers: run a method's real step and measure it, the way `validate` does."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -50,3 +52,26 @@ def tiny_factory(tmp_path_factory):
     sys.path.insert(0, str(d))
     yield "tinymodels"
     sys.path.remove(str(d))
+
+
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def costcl(capsys):
+    """Run the costcl entry point in this process (as the console script does)."""
+    from cli.main import run
+
+    def call(*args: str) -> Result:
+        try:
+            run(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+    return call

@@ -1,7 +1,6 @@
 """The command line: documented JSON shape, and one-line errors with exit status 2."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -9,29 +8,6 @@ import sys
 import pytest
 
 COSTCL = [sys.executable, "-m", "cli.main"]
-
-
-@dataclasses.dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def costcl(capsys):
-    """Run the costcl entry point in this process (as the console script does)."""
-    from cli.main import run
-
-    def call(*args: str) -> Result:
-        try:
-            run(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-    return call
 
 
 def subprocess_costcl(*args: str) -> subprocess.CompletedProcess:

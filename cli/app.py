@@ -1,0 +1,64 @@
+"""The typer app and what its commands share: output formats, progress bars.
+
+Command modules (``cli/cost_commands.py``, ``cli/budget_commands.py``,
+``cli/train_commands.py``) register on :data:`app`; ``cli/main.py`` imports them
+in the order ``costcl --help`` lists them and holds the entry point.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="costcl",
+    help="What a continual-learning method costs on an edge device: predicted, then measured.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+Convention = Annotated[str, typer.Option(help="runtime (what PyTorch allocates) or paper (the LightCL table's accounting).")]
+FlopsConvention = Annotated[str, typer.Option(help="torch (FLOPs, FlopCounterMode), fvcore or thop (MACs).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (= --format json).")]
+Format = Annotated[str, typer.Option("--format", help="table, json or csv (one row per method or layer).")]
+
+
+def emit_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def emit(fmt: str, as_json: bool, obj: object, rows, table) -> None:  # noqa: ANN001
+    """Print ``obj`` as JSON, its ``rows()`` as CSV, or call ``table()``."""
+    from reports.formats import check_format, write_csv
+
+    fmt = "json" if as_json else check_format(fmt)
+    if fmt == "json":
+        emit_json(obj)
+    elif fmt == "csv":
+        write_csv(rows())
+    else:
+        table()
+
+
+def _progress(total: int, what: str):  # noqa: ANN202
+    """A transient progress bar on stderr (nothing when stderr is not a terminal)."""
+    import contextlib
+
+    from rich.progress import Progress
+
+    @contextlib.contextmanager
+    def bar():  # noqa: ANN202
+        err = Console(stderr=True)
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as p:
+            task = p.add_task(what, total=total)
+            yield lambda name: p.update(task, advance=1, description=f"{what} {name}".strip())
+    return bar()
+
+
+class CostclInterrupt(Exception):
+    """Ctrl-C during training: a message, exit status 130."""
