@@ -37,9 +37,11 @@ class ICaRL(PyCILMethod):
     summary = "iCaRL: exemplars plus distillation from the previous network"
     paper = "Rebuffi et al., CVPR 2017; PyCIL icarl"
     options = {**PyCILMethod.options, "temperature": Option(2.0, "distillation temperature")}
+    weigh = False
+    """Weigh the two losses by the share of old classes (WA does, iCaRL does not)."""
 
     def teachers(self, s: Scenario, variant: str = "main") -> int:
         return 0 if variant == "first" else 1
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return distilled_step(ctx, x, y, weigh=False)
+        return distilled_step(ctx, x, y, weigh=self.weigh)
