@@ -25,7 +25,17 @@ console = Console()
 Convention = Annotated[str, typer.Option(help="runtime (what PyTorch allocates) or paper (the LightCL table's accounting).")]
 FlopsConvention = Annotated[str, typer.Option(help="torch (FLOPs, FlopCounterMode), fvcore or thop (MACs).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (= --format json).")]
-Format = Annotated[str, typer.Option("--format", help="table, json or csv (one row per method or layer).")]
+
+
+def _format(value: str) -> str:
+    """Checked while the command line is parsed, so a bad --format fails before any work."""
+    from reports.formats import check_format
+
+    return check_format(value)
+
+
+Format = Annotated[str, typer.Option("--format", callback=_format,
+                                     help="table, json or csv (one row per method or layer).")]
 
 
 def emit_json(obj: object) -> None:
@@ -33,10 +43,10 @@ def emit_json(obj: object) -> None:
 
 
 def emit(fmt: str, as_json: bool, obj: object, rows, table) -> None:  # noqa: ANN001
-    """Print ``obj`` as JSON, its ``rows()`` as CSV, or call ``table()``."""
-    from reports.formats import check_format, write_csv
+    """Print ``obj`` as JSON, its ``rows()`` as CSV, or call ``table()`` (``fmt`` is checked)."""
+    from reports.formats import write_csv
 
-    fmt = "json" if as_json else check_format(fmt)
+    fmt = "json" if as_json else fmt
     if fmt == "json":
         emit_json(obj)
     elif fmt == "csv":

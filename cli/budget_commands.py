@@ -47,9 +47,7 @@ def budget(scenario,  # noqa: ANN001
            as_json: AsJson = False, format: Format = "table") -> None:
     """Equal budgets: MEMO's fair and auc protocols, any memory budget, or a FLOPs budget."""
     from reports import terminal_budgets as out
-    from reports.formats import budget_rows, check_format
-
-    check_format(format)
+    from reports.formats import budget_rows
 
     s = scenario.replace(model=scenario.model or "resnet32-cifar",
                          dataset=scenario.dataset or "cifar100")
@@ -100,10 +98,9 @@ def fit(scenario,  # noqa: ANN001
     from budgets.devices import device as profile
     from budgets.fit import fit as run_fit
     from reports.compare import parse_methods
-    from reports.formats import check_format, fit_rows
+    from reports.formats import fit_rows
     from reports.terminal_budgets import fit_table
 
-    check_format(format)
     result = run_fit(profile(device, memory_mib), scenario,
                      parse_methods(methods_) if methods_ else [])
     d = result.to_json()

@@ -18,10 +18,9 @@ def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
              as_json: AsJson = False, format: Format = "table") -> None:
     """Predict the FLOPs and peak memory of one step and of the whole CL run."""
     from costmodel.estimation import estimate as run_estimate
-    from reports.formats import check_format, estimate_rows, layer_rows
+    from reports.formats import estimate_rows, layer_rows
     from reports.terminal import estimate_table
 
-    check_format(format)
     e = run_estimate(scenario, convention=convention, flops_convention=flops_convention,
                      layers=layers)
     d = e.to_json()
@@ -38,10 +37,9 @@ def compare(scenario,  # noqa: ANN001
     """One scenario, several methods: step and run FLOPs, peak memory and its breakdown."""
     from reports.compare import compare as run_compare
     from reports.compare import parse_methods
-    from reports.formats import check_format, compare_rows
+    from reports.formats import compare_rows
     from reports.terminal import compare_table
 
-    check_format(format)
     names = parse_methods(methods_)
     with _progress(len(names), "costing") as advance:
         result = run_compare(scenario, names, convention, flops_convention, progress=advance)
@@ -84,7 +82,7 @@ def report(scenario,  # noqa: ANN001
     names = parse_methods(methods_)
     target = check_out(Path(out))
     validations = load_validations(Path(validation)) if validation else None
-    with _progress(8, "report") as advance:
+    with _progress(6, "report") as advance:  # 2 sweeps here, 4 stages in build()
         advance("sweeping batch sizes")
         batches = batch_curves(scenario, names)
         advance("sweeping budgets")

@@ -20,10 +20,9 @@ def validate(scenario,  # noqa: ANN001
              as_json: AsJson = False, format: Format = "table") -> None:
     """Run the method's real steps; measured peak memory, FLOPs and time beside costcl's prediction."""
     from lightcl.validate import validate as run_validate
-    from reports.formats import check_format, validation_rows
+    from reports.formats import validation_rows
     from reports.terminal_validate import validation_table
 
-    check_format(format)
     with _progress(5, "validating") as advance:
         result = run_validate(scenario, scenario.device, steps=steps, fake=fake, progress=advance)
     d = result.to_json()
