@@ -56,6 +56,7 @@ class Validation:
             "predicted_instrumented_peak_bytes": self.predicted_instrumented_peak_bytes,
             "measured": self.measured,
             "compared_with": self.compared_with,
+            "compared_peak_bytes": self.compared_peak_bytes,
             "relative_error": {"peak_bytes": self.peak_error, "flops": self.flops_error},
             "notes": self.notes,
         }

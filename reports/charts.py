@@ -15,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-MIB = 2**20
+from reports.units import MIB  # noqa: E402
+
 TERMS = ("parameters", "gradients", "optimizer_state", "activations", "buffer", "method_state",
          "temporaries", "other")
 COLORS = {"parameters": "#4c72b0", "gradients": "#dd8452", "optimizer_state": "#55a868",
@@ -27,6 +28,15 @@ DPI = 110
 def _save(fig: Any, path: Path) -> None:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
+
+
+def _figure_legend(fig: Any, axes: Sequence[Any], **where: Any) -> None:
+    """One legend for the figure, above the plots: each label once, whichever axes drew it."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), loc="upper center", frameon=False, **where)
 
 
 def _terms(breakdown: dict[str, int]) -> dict[str, float]:
@@ -43,8 +53,9 @@ def memory_breakdown(runtime: Sequence[Any], paper: Sequence[Any], path: Path) -
     for ax, estimates, label in ((axes[0], runtime, "runtime (what PyTorch allocates)"),
                                  (axes[1], paper, "paper (the LightCL table's accounting)")):
         bottoms = [0.0] * len(estimates)
+        terms = [_terms(e.memory.breakdown_bytes) for e in estimates]
         for term in TERMS:
-            values = [_terms(e.memory.breakdown_bytes)[term] for e in estimates]
+            values = [t[term] for t in terms]
             if not any(values):
                 continue
             ax.bar(names, values, bottom=bottoms, color=COLORS[term], label=term.replace("_", " "))
@@ -54,17 +65,12 @@ def memory_breakdown(runtime: Sequence[Any], paper: Sequence[Any], path: Path) -
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("method")
         ax.tick_params(axis="x", rotation=30)
-        for e in estimates:
+        for e, t in zip(estimates, terms):
             rows.append({"convention": e.convention, "method": e.scenario.method,
                          "peak_mib": round(e.memory.peak_bytes / MIB, 2)}
-                        | {f"{t}_mib": round(v, 2) for t, v in _terms(e.memory.breakdown_bytes).items()})
+                        | {f"{k}_mib": round(v, 2) for k, v in t.items()})
     axes[0].set_ylabel("peak memory of one step (MiB)")
-    handles: dict[str, Any] = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=4, frameon=False,
-               bbox_to_anchor=(0.5, 1.08))
+    _figure_legend(fig, axes, ncol=4, bbox_to_anchor=(0.5, 1.08))
     fig.suptitle("Peak memory per method, by term", y=1.13, fontsize=12)
     _save(fig, path)
     return rows
@@ -183,8 +189,7 @@ def lightcl_table(cells: Sequence[Any], path: Path) -> list[dict]:
             rows += [{"method": c.label, "dataset": ds, "quantity": q, "published": c.published,
                       "paper": round(c.paper, 2), "runtime": round(c.runtime, 2),
                       "reproduced": c.reproduced} for c in sel]
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 1.02))
+    _figure_legend(fig, [axes[0][0]], ncol=3, bbox_to_anchor=(0.5, 1.02))
     fig.suptitle("The LightCL table beside costcl", y=1.05, fontsize=12)
     fig.tight_layout()
     _save(fig, path)
@@ -194,9 +199,7 @@ def lightcl_table(cells: Sequence[Any], path: Path) -> list[dict]:
 def validation_scatter(items: Sequence[dict], path: Path, band: float = 0.05) -> list[dict]:
     """Predicted against measured peak memory and FLOPs, with y = x and an error band."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.8))
-    rows = []
-    for it in items:
-        rows.append(it)
+    rows = list(items)
     mem = [(r["measured_peak_mib"], r["predicted_peak_mib"]) for r in rows if r["measured_peak_mib"]]
     fl = [(r["measured_flops"], r["predicted_flops"]) for r in rows if r["measured_flops"]]
     for ax, pts, unit, log in ((a, mem, "MiB", False), (b, fl, "FLOPs", True)):
@@ -244,12 +247,7 @@ def layers(estimate: Any, path: Path) -> list[dict]:
                 ax.axvspan(i - 0.5, i + 0.5, color="#cccccc", alpha=0.5,
                            label="frozen (no backward)" if first else None)
                 first = False
-    handles: dict[str, Any] = {}
-    for ax in (a, b):
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=3, frameon=False,
-               bbox_to_anchor=(0.5, 0.965))
+    _figure_legend(fig, (a, b), ncol=3, bbox_to_anchor=(0.5, 0.965))
     b.set_xticks(list(x))
     b.set_xticklabels(names, rotation=90, fontsize=7)
     b.set_xlabel("layer (forward order)")

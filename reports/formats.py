@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
@@ -122,6 +121,7 @@ def validation_rows(d: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"method": p["scenario"]["method"], "model": p["scenario"]["model"],
              "batch_size": p["scenario"]["batch_size"], "device": m["device"],
              "compared_with": d["compared_with"],
+             "compared_peak_bytes": d["compared_peak_bytes"],
              "predicted_peak_bytes": p["memory"]["peak_bytes"],
              "predicted_instrumented_peak_bytes": d["predicted_instrumented_peak_bytes"],
              "measured_peak_bytes": m["peak_bytes"], "measured_reserved_bytes": m["reserved_bytes"],
@@ -148,7 +148,3 @@ def write_csv(rows: list[dict[str, Any]], stream: TextIO | None = None) -> str:
     text = buf.getvalue()
     (stream or sys.stdout).write(text)
     return text
-
-
-def write_json(obj: Any, stream: TextIO | None = None) -> None:
-    (stream or sys.stdout).write(json.dumps(obj, indent=2) + "\n")

@@ -21,10 +21,10 @@ from typing import Any
 
 from costmodel import Scenario
 from costmodel.estimation import Estimate, estimate
+from reports.units import MIB
 
 DATASETS = ("cifar10", "tinyimagenet")
 SETTING = {"cifar10": dict(tasks=5, epochs=50), "tinyimagenet": dict(tasks=10, epochs=100)}
-MIB = 2**20
 
 KNOWN = {
     ("fdr", "tinyimagenet", "flops"): "47/32 x 12.0e16 is 17.6e16; the table prints 17.7 (FACTS.md "
@@ -86,10 +86,11 @@ def cells(progress=None) -> list[Cell]:  # noqa: ANN001
             for q in ("flops", "mem"):
                 pub = float(row[ds][q])
                 paper = _value(est["paper"], q, unit)
+                reproduced = round(paper, 1) == round(pub, 1)
                 reason = KNOWN.get((row["method"], ds, q)) or KNOWN.get((row["method"], None, None), "")
                 out.append(Cell(row["label"], row["method"], ds, q, pub, paper,
-                                _value(est["runtime"], q, unit),
-                                round(paper, 1) == round(pub, 1), reason if round(paper, 1) != pub else ""))
+                                _value(est["runtime"], q, unit), reproduced,
+                                "" if reproduced else reason))
             if progress:
                 progress()
     return out

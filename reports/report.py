@@ -24,11 +24,11 @@ from typing import Any
 from costmodel import methods as catalog
 from costmodel.errors import CostclError
 from costmodel.estimation import estimate
-from costmodel.scenario import Scenario
 from costmodel.files import atomic_write_text
+from costmodel.scenario import Scenario
 from reports import charts
-
-MIB = 2**20
+from reports.formats import validation_rows
+from reports.units import MIB
 
 
 @dataclass
@@ -46,6 +46,10 @@ def check_out(out: Path) -> Path:
     return out
 
 
+VALIDATION_KEYS = frozenset({"predicted", "measured", "compared_peak_bytes", "relative_error"})
+"""What makes a JSON object a validation result (``Validation.to_json()``)."""
+
+
 def load_validations(folder: Path) -> list[dict[str, Any]]:
     """Validation results: ``costcl validate --json`` files or ``validation/run_cuda.py``'s."""
     folder = Path(folder)
@@ -58,7 +62,7 @@ def load_validations(folder: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
         for d in data.get("cases", [data]) if isinstance(data, dict) else []:
-            if isinstance(d, dict) and "predicted" in d and "measured" in d:
+            if isinstance(d, dict) and VALIDATION_KEYS <= d.keys():
                 items.append(d)
     if not items:
         raise CostclError(f"no validation results in {str(folder)!r}: expected JSON files written "
@@ -67,18 +71,17 @@ def load_validations(folder: Path) -> list[dict[str, Any]]:
 
 
 def _validation_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for d in items:
-        p, m = d["predicted"], d["measured"]
-        compared = d.get("predicted_instrumented_peak_bytes") or p["memory"]["peak_bytes"]
-        rows.append({"method": p["scenario"]["method"], "model": p["scenario"]["model"],
-                     "device": m.get("device"),
-                     "predicted_peak_mib": round(compared / MIB, 2),
-                     "measured_peak_mib": round(m["peak_bytes"] / MIB, 2) if m.get("peak_bytes") else None,
-                     "predicted_flops": p["step"]["forward_flops"] + p["step"]["backward_flops"],
-                     "measured_flops": m["forward_flops"] + m["backward_flops"],
-                     "peak_error": d["relative_error"]["peak_bytes"]})
-    return rows
+    """The scatter's points, read through the CSV rows (one reader of the JSON shape)."""
+    out = []
+    for r in (validation_rows(d)[0] for d in items):
+        measured = r["measured_peak_bytes"]
+        out.append({"method": r["method"], "model": r["model"], "device": r["device"],
+                    "predicted_peak_mib": round(r["compared_peak_bytes"] / MIB, 2),
+                    "measured_peak_mib": round(measured / MIB, 2) if measured else None,
+                    "predicted_flops": r["predicted_forward_flops"] + r["predicted_backward_flops"],
+                    "measured_flops": r["measured_forward_flops"] + r["measured_backward_flops"],
+                    "peak_error": r["relative_error_peak"]})
+    return out
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from costmodel.conventions import TOOL_UNITS
 from costmodel.estimation import BREAKDOWN_KEYS, Estimate
 from reports.units import flops, mib
 
@@ -17,7 +18,7 @@ def scenario_line(e: Estimate) -> str:
 
 
 def estimate_table(e: Estimate, console: Console, layers: bool = False) -> None:
-    unit = "FLOPs" if e.flops_convention == "torch" else "MACs"
+    unit = TOOL_UNITS[e.flops_convention]
     console.print(f"[bold]costcl estimate[/bold] ({e.convention} convention, "
                   f"{e.flops_convention} {unit})")
     console.print(scenario_line(e))
@@ -65,7 +66,7 @@ def layer_table(e: Estimate, console: Console) -> None:
 
 def compare_table(c, console: Console) -> None:  # noqa: ANN001
     b = c.base
-    unit = "FLOPs" if b.flops_convention == "torch" else "MACs"
+    unit = TOOL_UNITS[b.flops_convention]
     console.print(f"[bold]costcl compare[/bold] ({b.convention} convention; "
                   f"{b.scenario.model} on {b.scenario.dataset}; relative to {b.scenario.method})")
     t = Table(header_style="bold")
