@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from budgets.accounting import MIB
 from costmodel.errors import CostclError, suggest
-
-MIB = 2**20
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ class PeakModel:
         key = (batch, buffer)
         if key not in self._cache:
             s = methods.resolve(self.given.replace(batch_size=batch, buffer_size=buffer))
-            replay = s.replay_batch if self.method.replays else 0
+            replay = self.method.replay_batch(s)
             self._cache[key] = peak_memory(s, self.method, self.models, batch, replay).peak_bytes
         return self._cache[key]
 
@@ -112,10 +112,6 @@ def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None) ->
         result.methods.append(MethodFit(name, other.s.batch_size, other.s.buffer_size, peak,
                                         peak <= usable))
     return result
-
-
-def mib(nbytes: int) -> float:
-    return nbytes / MIB
 
 
 def stored_format(s: Scenario) -> int:

@@ -28,6 +28,11 @@ CUDA_BLOCK_BYTES = 512
 """The CUDA caching allocator hands out multiples of 512 bytes."""
 
 
+def cuda_block_bytes(nbytes: int) -> int:
+    """What the caching allocator hands out for a request of ``nbytes``."""
+    return math.ceil(nbytes / CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES
+
+
 def sample_exemplars(buffer: Mapping[str, torch.Tensor], n: int,
                      dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Draw ``n`` exemplars uniformly with replacement; images come back as ``dtype``.
@@ -118,6 +123,13 @@ class Plan:
         return MemoryPoint(sum(breakdown.values()), breakdown, phase, where)
 
 
+def _cuda_sizer(batch: int, replay: int) -> Any:
+    """Storage sizes at one batch, rounded to allocator blocks (no longer linear in it)."""
+    def sizer(nb: Lin) -> Lin:
+        return (cuda_block_bytes(nb[0] + nb[1] * batch + nb[2] * replay), 0, 0)
+    return sizer
+
+
 class StepModel:
     """One traced step and the plans derived from it."""
 
@@ -135,22 +147,13 @@ class StepModel:
         plan = self._plans.get(key)
         if plan is None:
             sel = graph.select(self.trace, trainable)
-            sizer = None
-            if device == "cuda":
-                batch, replay = at or (1, 0)
-
-                def sizer(nb: Lin) -> Lin:
-                    v = nb[0] + nb[1] * batch + nb[2] * replay
-                    return (math.ceil(v / CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES if v else 0, 0, 0)
+            sizer = _cuda_sizer(*(at or (1, 0))) if device == "cuda" else None
             tl = simulate(self.trace, sel, in_place_accumulation=not instrumented, sizer=sizer)
-            grad_sizes = [self._cuda(v) if device == "cuda" else v for v in tl.grad_bytes.values()]
+            grad_sizes = [cuda_block_bytes(v) if device == "cuda" else v
+                          for v in tl.grad_bytes.values()]
             plan = Plan(sel, tl, graph.flops(self.trace, sel), grad_sizes)
             self._plans[key] = plan
         return plan
-
-    @staticmethod
-    def _cuda(nbytes: int) -> int:
-        return math.ceil(nbytes / CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES
 
     def all_params(self) -> frozenset[str]:
         return frozenset(self.trace.param_numel)
@@ -214,7 +217,7 @@ def _trace_method(s: Any, method: Any, variant: str) -> StepModel:
     teacher_externals = [(f"teacher{i}.{name}", StorageKind.STATE, p)
                          for i, t in enumerate(teacher_nets)
                          for name, p in list(t.named_parameters()) + list(t.named_buffers())]
-    uses_replay = method.replays and variant != "first"
+    uses_replay = method.replays_in(variant)
 
     def factory(batch: int, replay: int, hook: BackwardHook) -> TraceSetup:
         sized = s.replace(buffer_size=replay) if method.replay_is_buffer else s

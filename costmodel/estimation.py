@@ -188,7 +188,7 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
     optimizer(s.optimizer)  # an unknown name fails before any tracing
     main = engine.step_model(s, method)
     trainable = trainable_set(s, method, main)
-    B, R = s.batch_size, (s.replay_batch if method.replays else 0)
+    B, R = s.batch_size, method.replay_batch(s)
     if convention == "paper":
         return _paper_estimate(s, method, main, trainable, flops_convention, layers)
 
@@ -231,7 +231,7 @@ def peak_memory(s: Scenario, method: Method, models: dict[str, engine.StepModel]
     opt = optimizer(s.optimizer)
     memory = None
     for v, sm in models.items():
-        r = replay if method.replays and v != "first" else 0
+        r = replay if method.replays_in(v) else 0
         plan = sm.plan(trainable_set(s, method, sm, v), instrumented, s.device, (batch, r))
         stored = engine.stored_bytes(method.stored(s, sm.network, v))
         constants = {"buffer": stored["buffer"],
@@ -277,7 +277,7 @@ def _run_cost(s: Scenario, method: Method, models: dict[str, engine.StepModel],
     phases = []
     mac = 1 if flops_convention == "torch" else 2
     for ph in method.schedule(s):
-        R = s.replay_batch if method.replays and ph.variant != "first" else 0
+        R = method.replay_batch(s, ph.variant)
         full, rest = divmod(ph.images, B)
         steps_per_epoch = full + (1 if rest else 0)
         fwd1, bwd1 = per_sample_flops(models[ph.variant].trace, plans[ph.variant])

@@ -92,7 +92,7 @@ def build_runner(s: Scenario, device: str = "cpu", variant: str = "main", seed: 
         teacher.requires_grad_(False).eval()
         state["teacher"] = teacher
         extra += list(teacher.parameters()) + list(teacher.buffers())
-    replay = s.replay_batch if method.replays and variant != "first" else 0
+    replay = method.replay_batch(s, variant)
     ctx = TrainContext(net, seen - 1, state, buffer, s.torch_dtype, s.tasks, s.classes, variant,
                        s.options, replay, observer)
     x = torch.rand((s.batch_size, *s.input_shape), generator=gen, device=device, dtype=s.torch_dtype)

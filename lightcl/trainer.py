@@ -11,6 +11,7 @@ resumes from the last finished task with ``resume=True``.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -22,13 +23,13 @@ from torch import nn
 
 from costmodel import engine, methods
 from costmodel.errors import CostclError
+from costmodel.files import atomic_save, atomic_write_text
 from costmodel.estimation import trainable_set
 from costmodel.methods.base import Method, Phase
 from costmodel.models.registry import head_name
 from costmodel.scenario import Scenario
 from lightcl.context import TrainContext
 from lightcl.data import TaskData
-from costmodel.files import atomic_save, atomic_write_text
 from lightcl.optim import build_optimizer
 from lightcl.runner import build_network
 
@@ -166,7 +167,7 @@ class _Run:
         self.scenario, self.task, self.net = trainer.s, task, trainer.net
         self.state, self.device, self._t = trainer.state, trainer.device, trainer
 
-    def batches(self, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self._t.task_batches(self.task, mixed=False)
 
     def memory_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -241,7 +242,7 @@ class Trainer:
             self.state["teacher"] = teacher
         opt = build_optimizer(s.optimizer, self.net.parameters(),
                               lr=float(s.options.get("lr", 0.01)))
-        replay = s.replay_batch if method.replays and phase.variant != "first" else 0
+        replay = method.replay_batch(s, phase.variant)
         images, loss_sum, steps = 0, 0.0, 0
         start = time.perf_counter()
         for epoch in range(phase.epochs):
@@ -316,7 +317,6 @@ class Trainer:
                      "next_task": self.next_task, "results": [t.to_json() for t in self.result.tasks],
                      "scenario": self.s.to_json(), "rng": self.generator.get_state()},
                     self.out / CHECKPOINT)
-        import json
         atomic_write_text(json.dumps(self.result.to_json(), indent=2), self.out / RESULTS)
 
     def restore(self) -> None:

@@ -97,6 +97,15 @@ class Phase:
     """The phase's data is the task's images plus the exemplar memory (PyCIL)."""
 
 
+def first_then_later(s: Scenario, first: Mapping[str, Any] | None = None,
+                     later: Mapping[str, Any] | None = None) -> list[Phase]:
+    """Task 0 with its own step ('first': no buffer, teacher or reference yet), then the
+    steady state ('main') for every later task; ``first``/``later``: extra Phase fields."""
+    n = s.images_per_task()
+    return [Phase("first task", 1, n, s.epochs, "first", **(first or {})),
+            Phase("later tasks", s.tasks - 1, n, s.epochs, "main", first_task=1, **(later or {}))]
+
+
 class StepContext(Protocol):
     """What a step sees.  Training and tracing each provide one."""
 
@@ -130,7 +139,7 @@ class TaskRun(Protocol):
     state: dict[str, Any]
     device: str
 
-    def batches(self, limit: int | None = None) -> Any:
+    def batches(self) -> Any:
         """The task's shuffled training batches (normalised, on the device)."""
         ...
 
@@ -180,9 +189,17 @@ class Method:
         """Frozen copies of the network kept for distillation."""
         return 0
 
+    def replays_in(self, variant: str = "main") -> bool:
+        """Does a variant's step draw replayed samples?  Never on the first task (no buffer yet)."""
+        return self.replays and variant != "first"
+
+    def replay_batch(self, s: Scenario, variant: str = "main") -> int:
+        """Replayed samples per step of a variant of a resolved scenario."""
+        return s.replay_batch if self.replays_in(variant) else 0
+
     def paper_terms(self, s: Scenario) -> PaperTerms:
         """The table's accounting; by default: weights, gradients, every sample's activations."""
-        return PaperTerms(samples=s.batch_size + (s.replay_batch if self.replays else 0))
+        return PaperTerms(samples=s.batch_size + self.replay_batch(s))
 
     # -- schedule ------------------------------------------------------------
     def schedule(self, s: Scenario) -> list[Phase]:

@@ -17,6 +17,10 @@ from costmodel.methods.er import REPLAY_DEFAULTS
 from costmodel.scenario import Scenario
 
 
+DERPP_OPTIONS = {"alpha": Option(0.1, "weight of the logit-matching loss"),
+                 "beta": Option(0.5, "weight of the replayed cross-entropy")}
+
+
 class DERpp(Method):
     name = "derpp"
     summary = "DER++: stored logits and labels, two replay batches per step"
@@ -25,8 +29,7 @@ class DERpp(Method):
     defaults = REPLAY_DEFAULTS
     memory = "reservoir"
     reservoir = ("x", "y", "logits")
-    options = {"alpha": Option(0.1, "weight of the logit-matching loss"),
-               "beta": Option(0.5, "weight of the replayed cross-entropy"),
+    options = {**DERPP_OPTIONS,
                "separate_backward": Option(True, "backward after each forward (current Mammoth); "
                                            "false: one backward for the summed loss (SparCL, the "
                                            "original DER++ code)")}

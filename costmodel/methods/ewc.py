@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from costmodel.methods.base import Method, Option, PaperTerms, Phase, StepContext, Stored, TaskRun
+from costmodel.methods.base import (Method, Option, PaperTerms, Phase, StepContext, Stored, TaskRun,
+                                    first_then_later)
 from costmodel.scenario import Scenario
 
 
@@ -34,10 +35,8 @@ class EWC(Method):
                 Stored("ewc.anchor", (n,), s.torch_dtype, "method_state", "weights after the last task")]
 
     def schedule(self, s: Scenario) -> list[Phase]:
-        n = s.images_per_task()
-        return [Phase("first task", 1, n, s.epochs, "first", extra_train_samples=n),
-                Phase("later tasks", s.tasks - 1, n, s.epochs, "main", first_task=1,
-                      extra_train_samples=n)]
+        fisher = {"extra_train_samples": s.images_per_task()}  # every image, one at a time
+        return first_then_later(s, fisher, fisher)
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = ctx.model(x)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from costmodel.methods.base import Method, PaperTerms, Phase, StepContext, Stored, exemplars
+from costmodel.methods.base import (Method, PaperTerms, Phase, StepContext, Stored, exemplars,
+                                    first_then_later)
 from costmodel.methods.er import REPLAY_DEFAULTS
 from costmodel.scenario import Scenario
 
@@ -34,10 +35,7 @@ class FDR(Method):
             Stored("buffer.task", (s.buffer_size,), torch.int64, "buffer", "task of each exemplar")]
 
     def schedule(self, s: Scenario) -> list[Phase]:
-        n = s.images_per_task()
-        return [Phase("first task", 1, n, s.epochs, "first"),
-                Phase("later tasks", s.tasks - 1, n, s.epochs, "main", first_task=1,
-                      extra_forward_samples=s.buffer_size)]
+        return first_then_later(s, later={"extra_forward_samples": s.buffer_size})
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(ctx.model(x), y)

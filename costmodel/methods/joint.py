@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from costmodel.methods.base import Method, Option, PaperTerms, Phase, StepContext
+from costmodel.methods.sgd import cross_entropy_step
 from costmodel.scenario import Scenario
 
 
@@ -24,10 +24,7 @@ class Joint(Method):
                       first_task=t) for t in range(s.tasks)]
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = ctx.model(x)
-        loss = F.cross_entropy(out, y)
-        ctx.backward(loss)
-        return loss.detach()
+        return cross_entropy_step(ctx, x, y)
 
     def paper_terms(self, s: Scenario) -> PaperTerms:
         return PaperTerms(samples=s.batch_size, flops_factor=s.tasks,

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from costmodel.methods.base import Method, Option, PaperTerms, Phase, StepContext, Stored, TaskRun
+from costmodel.methods.base import (Method, Option, PaperTerms, Phase, StepContext, Stored, TaskRun,
+                                    first_then_later)
 from costmodel.models.registry import build_model, head_name
 from costmodel.models.staged import split
 from costmodel.errors import CostclError
@@ -164,10 +165,8 @@ class LightCL(Method):
         return out
 
     def schedule(self, s: Scenario) -> list[Phase]:
-        n = s.images_per_task()
-        return [Phase("first task", 1, n, s.epochs, "first", extra_forward_samples=s.batch_size),
-                Phase("later tasks", s.tasks - 1, n, s.epochs, "main", first_task=1,
-                      extra_forward_samples=s.buffer_size + s.batch_size)]
+        return first_then_later(s, {"extra_forward_samples": s.batch_size},
+                                {"extra_forward_samples": s.buffer_size + s.batch_size})
 
     # -- the step ------------------------------------------------------------
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

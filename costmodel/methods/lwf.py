@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from costmodel.methods.base import (Method, Option, PaperTerms, Phase, StepContext, kd_loss,
-                                    known_classes)
+from costmodel.methods.base import (Method, Option, PaperTerms, Phase, StepContext,
+                                    first_then_later, kd_loss, known_classes)
 from costmodel.scenario import Scenario
 
 
@@ -25,9 +25,7 @@ class LwF(Method):
         return 0 if variant == "first" else 1
 
     def schedule(self, s: Scenario) -> list[Phase]:
-        n = s.images_per_task()
-        return [Phase("first task", 1, n, s.epochs, "first"),
-                Phase("later tasks", s.tasks - 1, n, s.epochs, "main", first_task=1)]
+        return first_then_later(s)
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = ctx.model(x)

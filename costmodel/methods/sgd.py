@@ -13,7 +13,13 @@ class FineTune(Method):
     paper = "the lower bound of every CL table (e.g. LightCL, ASP-DAC 2025, Table 1)"
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = ctx.model(x)
-        loss = F.cross_entropy(out, y)
-        ctx.backward(loss)
-        return loss.detach()
+        return cross_entropy_step(ctx, x, y)
+
+
+def cross_entropy_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The batch alone, cross-entropy, one backward; the logits stay referenced through the
+    backward, as in Mammoth's and PyCIL's training loops."""
+    out = ctx.model(x)
+    loss = F.cross_entropy(out, y)
+    ctx.backward(loss)
+    return loss.detach()

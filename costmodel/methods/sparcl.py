@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from costmodel.methods.base import Method, Option, PaperTerms, StepContext, Stored, exemplars
+from costmodel.methods.base import Method, PaperTerms, StepContext, Stored, exemplars
 from costmodel.methods.der import logits_store
-from costmodel.methods.derpp import derpp_step
+from costmodel.methods.derpp import DERPP_OPTIONS, derpp_step
 from costmodel.methods.er import REPLAY_DEFAULTS, concat_replay_step
 from costmodel.scenario import Scenario
 
@@ -61,8 +61,7 @@ class SparCLER(_SparCL):
 class SparCLDERpp(_SparCL):
     name = "sparcl-derpp"
     summary = "SparCL on DER++: masked sparse weights and gradients, one summed backward"
-    options = {"alpha": Option(0.1, "weight of the logit-matching loss"),
-               "beta": Option(0.5, "weight of the replayed cross-entropy")}
+    options = DERPP_OPTIONS
 
     def stored(self, s: Scenario, net: nn.Module, variant: str = "main") -> list[Stored]:
         return (exemplars(s, s.buffer_size, True, "reservoir buffer") + [logits_store(s)]
@@ -70,7 +69,6 @@ class SparCLDERpp(_SparCL):
 
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return derpp_step(ctx, x, y, separate=False)
-
 
     def paper_terms(self, s: Scenario) -> PaperTerms:
         return PaperTerms(samples=s.batch_size + 2 * s.replay_batch, density=1 - s.sparsity)
