@@ -36,13 +36,6 @@ def check(name: str) -> None:
         raise suggest(name, FLOPS_CONVENTIONS, "FLOPs convention")
 
 
-def _module_type(trace: StepTrace, module: str) -> str:
-    for m in trace.modules:
-        if m.name == module:
-            return m.type
-    return ""
-
-
 def _bn_affine(op: OpFact) -> bool:
     return len(op.inputs) >= 5  # input, weight, bias, running mean, running var
 

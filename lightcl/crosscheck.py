@@ -43,15 +43,6 @@ class CrossCheck:
                 "units": conventions.TOOL_UNITS, "measured": self.measured, "costcl": self.costcl,
                 "notes": self.notes}
 
-    def mismatches(self) -> list[tuple[str, str, int, int]]:
-        out = []
-        for tool, counts in self.measured.items():
-            mine = self.costcl[tool]
-            for cat in sorted(set(counts) | set(mine)):
-                if counts.get(cat, 0) != mine.get(cat, 0):
-                    out.append((tool, cat, counts.get(cat, 0), mine.get(cat, 0)))
-        return out
-
 
 def _torch_counts(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
     from torch.utils.flop_counter import FlopCounterMode

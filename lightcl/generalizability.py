@@ -76,16 +76,15 @@ def layers_of(net: nn.Module) -> list[str]:
 
 def analyze(s: Scenario, data: TaskData, device: str = "cpu", metric: str = "til",
             tolerance: float = 0.01, progress: Any = None) -> Generalizability:
-    s = s.replace(method="sgd", tasks=s.tasks, options={})
+    s = s.replace(method="sgd", options={})
     trainer = Trainer(s, data, device, progress=progress)
     after_old, after_new = run_two(trainer)
     net = trainer.net
-    index = 0 if metric == "til" else 1
 
     def accuracies(state: dict[str, torch.Tensor]) -> tuple[float, float]:
         net.load_state_dict(state)
         cil, til = trainer.evaluate(1)
-        acc = til if index == 0 else cil
+        acc = til if metric == "til" else cil
         return acc[0], acc[1]
 
     base_old, base_new = accuracies(after_new)

@@ -11,6 +11,7 @@ prediction.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -97,6 +98,7 @@ class StorageTracker:
 
     def __init__(self) -> None:
         from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
         from torch.utils.weak import WeakIdKeyDictionary
 
         tracker = self
@@ -111,7 +113,6 @@ class StorageTracker:
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
                 out = func(*args, **(kwargs or {}))
-                from torch.utils._pytree import tree_flatten
                 for t in tree_flatten(out)[0]:
                     if isinstance(t, torch.Tensor):
                         tracker.track(t, tracker.PHASES[tracker.phase])
@@ -121,8 +122,6 @@ class StorageTracker:
         self.mode = _Mode()
 
     def track(self, t: torch.Tensor, category: str) -> None:
-        import weakref
-
         st = t.untyped_storage()
         if st in self._info:
             return

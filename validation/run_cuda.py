@@ -17,12 +17,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
 from costmodel import Scenario  # noqa: E402
+from costmodel.files import atomic_write_text  # noqa: E402
 from lightcl.validate import validate  # noqa: E402
 
 CASES = [
@@ -51,9 +53,7 @@ def main() -> None:
               flush=True)
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "command": "python validation/run_cuda.py", "cases": rows}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
+    atomic_write_text(json.dumps(out, indent=2), Path(args.out))
 
 
 if __name__ == "__main__":

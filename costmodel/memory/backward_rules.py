@@ -42,10 +42,6 @@ def rule(name: str, n_edges: int) -> tuple[int, ...]:
     return (NEW,) * n_edges
 
 
-def passes_storage(name: str) -> bool:
-    return name in _PASS_ALL or name in _PASS_FIRST or name in EXPANDS
-
-
 TRANSIENTS: dict[str, int] = {
     # pow_backward computes grad * (exponent * self.pow(exponent - 1)): the power
     # and the product with the exponent live until the output exists.
