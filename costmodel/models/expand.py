@@ -43,7 +43,28 @@ class Backbone(nn.Module):
         return self.pool(self.stages(self.stem(x)))
 
 
-class ExpandNet(nn.Module):
+class _Expanding(nn.Module):
+    """What DER's and MEMO's networks share: one branch per task, of which only the newest
+    trains (older ones stay in eval mode, as PyCIL freezes them), and two heads over the
+    branches' features (``fc``: all of them; ``aux_fc``: the newest, new classes + 'old')."""
+
+    fc: nn.Linear
+    aux_fc: nn.Linear
+
+    def branches(self) -> nn.ModuleList:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> _Expanding:
+        super().train(mode)
+        for old in self.branches()[:-1]:
+            old.eval()
+        return self
+
+    def heads(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fc(torch.cat(feats, 1)), self.aux_fc(feats[-1])
+
+
+class ExpandNet(_Expanding):
     def __init__(self, parts: Parts, tasks: int, classes: int, new_classes: int) -> None:
         super().__init__()
         self.backbones = nn.ModuleList(Backbone(parts()) for _ in range(tasks))
@@ -51,18 +72,14 @@ class ExpandNet(nn.Module):
         self.fc = nn.Linear(d * tasks, classes)
         self.aux_fc = nn.Linear(d, new_classes + 1)
 
-    def train(self, mode: bool = True) -> ExpandNet:
-        super().train(mode)
-        for old in self.backbones[:-1]:
-            old.eval()
-        return self
+    def branches(self) -> nn.ModuleList:
+        return self.backbones
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = [b(x) for b in self.backbones]
-        return self.fc(torch.cat(feats, 1)), self.aux_fc(feats[-1])
+        return self.heads([b(x) for b in self.backbones])
 
 
-class MemoNet(nn.Module):
+class MemoNet(_Expanding):
     def __init__(self, parts: Parts, tasks: int, classes: int, new_classes: int) -> None:
         super().__init__()
         first = parts()
@@ -73,16 +90,12 @@ class MemoNet(nn.Module):
         self.fc = nn.Linear(d * tasks, classes)
         self.aux_fc = nn.Linear(d, new_classes + 1)
 
-    def train(self, mode: bool = True) -> MemoNet:
-        super().train(mode)
-        for old in self.specialized[:-1]:
-            old.eval()
-        return self
+    def branches(self) -> nn.ModuleList:
+        return self.specialized
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         base = self.generalized(x)
-        feats = [s(base) for s in self.specialized]
-        return self.fc(torch.cat(feats, 1)), self.aux_fc(feats[-1])
+        return self.heads([s(base) for s in self.specialized])
 
 
 class _Column(nn.Module):
