@@ -35,7 +35,7 @@ def exemplar_curves(s: Scenario, names: list[str], budgets_mib: list[float]) -> 
     samples cost activations too).  ``None``: not even an empty buffer fits."""
     out = Curves("memory budget (MiB)")
     for name in names:
-        ms = s.replace(method=name, options={})
+        ms = catalog.named(s, name, options={})
         if not stored_format(catalog.resolve(ms)):
             out.skipped.append(name)
             continue
@@ -54,6 +54,6 @@ def batch_curves(s: Scenario, names: list[str], batches: tuple[int, ...] = BATCH
     that replays keeps its own replay batch rule (e.g. equal to the batch)."""
     out = Curves("batch size")
     for name in names:
-        pm = PeakModel(s.replace(method=name, options={}))
+        pm = PeakModel(catalog.named(s, name, options={}))
         out.points[name] = [(b, pm.peak(b)) for b in batches]
     return out

@@ -24,6 +24,9 @@ class DeviceProfile:
     runs_on: str
     """'cuda' or 'cpu': the code path the runtime convention models."""
     note: str
+    unified: bool = False
+    """CPU and GPU share one memory (Jetson): what an implementation keeps on the host
+    (PyCIL's numpy exemplars, Mammoth's CPU buffer) takes from the same budget."""
 
     @property
     def usable_mib(self) -> int:
@@ -39,9 +42,10 @@ DEVICES: dict[str, DeviceProfile] = {
     for d in (
         DeviceProfile("jetson-nano", 4096, 1024, 768, "cuda",
                       "Jetson Nano (4 GB LPDDR4 shared by CPU and GPU); headless L4T ~1 GB, "
-                      "CUDA context and libraries ~0.75 GB"),
+                      "CUDA context and libraries ~0.75 GB", unified=True),
         DeviceProfile("jetson-orin-nano", 8192, 1024, 1024, "cuda",
-                      "Jetson Orin Nano 8 GB (shared); headless L4T ~1 GB, CUDA/cuDNN runtime ~1 GB"),
+                      "Jetson Orin Nano 8 GB (shared); headless L4T ~1 GB, CUDA/cuDNN runtime ~1 GB",
+                      unified=True),
         DeviceProfile("raspberry-pi-4", 4096, 512, 256, "cpu",
                       "Raspberry Pi 4 Model B 4 GB, CPU only; Raspberry Pi OS Lite ~0.5 GB, "
                       "Python and PyTorch libraries ~0.25 GB"),

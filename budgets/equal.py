@@ -46,7 +46,7 @@ class EqualRow:
 
 def memo_model_bytes(s: Scenario) -> int:
     """MEMO's model size of the network a method holds at its last task (no heads)."""
-    method = methods.get(s.method)
+    method = methods.get(s.method, s.impl)
     net = engine.step_model(s, method).network
     if method.grows:  # wrappers: every Linear is a head
         params = sum(p.numel() for m in net.modules() if not isinstance(m, nn.Linear)
@@ -65,7 +65,7 @@ def equal_budget(budget_bytes: int, base: Scenario, names: list[str],
         raise suggest(counting, COUNTINGS, "counting")
     rows = []
     for name in names:
-        s = methods.resolve(base.replace(method=name, options={}))
+        s = methods.resolve(methods.named(base, name, options={}))
         if counting == "memo":
             model = memo_model_bytes(s)
             per = exemplar_bytes(s.input_shape)
@@ -98,7 +98,7 @@ class EpochRow:
 
 def _run_flops(s: Scenario, epochs: int) -> int:
     options = dict(s.options)
-    if "init_epochs" in methods.get(s.method).options:
+    if "init_epochs" in methods.get(s.method, s.impl).options:
         options["init_epochs"] = epochs  # PyCIL's first task scales too
     return estimate(s.replace(epochs=epochs, options=options)).run.total_flops
 
@@ -111,7 +111,7 @@ def flops_budget(budget_flops: float, base: Scenario, names: list[str]) -> list[
 
     rows = []
     for name in names:
-        s = methods.resolve(base.replace(method=name, options={}, epochs=None))
+        s = methods.resolve(methods.named(base, name, options={}, epochs=None))
         epochs = largest(lambda e, s=s: _run_flops(s, e) <= budget_flops, 1, cap=1 << 20)
         rows.append(EpochRow(name, _run_flops(s, 1), epochs, _run_flops(s, epochs) if epochs else 0))
     return rows

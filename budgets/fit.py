@@ -1,8 +1,9 @@
 """What fits on a device: the largest batch and buffer, and which methods fit at all.
 
-Every peak comes from :func:`costmodel.estimation.peak_memory`, the function
-``costcl estimate`` uses, so an answer here and an estimate of the same
-scenario cannot disagree.  The runtime convention's peak grows with the batch
+Every peak is the whole run's (:func:`costmodel.estimation.run_peak_memory`,
+the function behind ``costcl estimate``'s ``memory.run_peak_bytes``): a
+configuration fits when every step and every evaluation between them fits, so
+an answer here and an estimate of the same scenario cannot disagree.  The runtime convention's peak grows with the batch
 and with the buffer, so both searches are a doubling then a bisection.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from budgets.devices import MIB, DeviceProfile
 from costmodel import engine, methods
-from costmodel.estimation import peak_memory, variant_models
+from costmodel.estimation import run_peak_memory, variant_models
 from costmodel.scenario import Scenario
 
 CAP = 1 << 16
@@ -21,11 +22,13 @@ CAP = 1 << 16
 class PeakModel:
     """The runtime peak of one method's scenario as a function of batch and buffer."""
 
-    def __init__(self, s: Scenario) -> None:
+    def __init__(self, s: Scenario, count_host: bool = False) -> None:
+        self.count_host = count_host
+        """Add what the implementation keeps on the host (a unified-memory device)."""
         self.given = s
         """As the user gave it: defaults that follow the batch (a replay batch) keep following."""
         self.s = methods.resolve(s)
-        self.method = methods.get(self.s.method)
+        self.method = methods.get(self.s.method, self.s.impl)
         self.models = variant_models(self.s, self.method)
         self._cache: dict[tuple[int, int], int] = {}
 
@@ -35,7 +38,11 @@ class PeakModel:
         if key not in self._cache:
             s = methods.resolve(self.given.replace(batch_size=batch, buffer_size=buffer))
             replay = self.method.replay_batch(s)
-            self._cache[key] = peak_memory(s, self.method, self.models, batch, replay).peak_bytes
+            peak = run_peak_memory(s, self.method, self.models, batch, replay).peak_bytes
+            if self.count_host:
+                net = self.models["main"].network
+                peak += engine.stored_bytes(self.method.stored(s, net), s.device)["host"]
+            self._cache[key] = peak
         return self._cache[key]
 
     def uses_buffer(self) -> bool:
@@ -98,7 +105,7 @@ class FitResult:
 def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None) -> FitResult:
     s = s.replace(device=profile.runs_on)
     usable = profile.usable_bytes
-    pm = PeakModel(s)
+    pm = PeakModel(s, count_host=profile.unified)
     batch = largest(lambda b: pm.peak(b) <= usable, 1)
     buffer = None
     if pm.uses_buffer():
@@ -107,7 +114,7 @@ def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None) ->
     result = FitResult(profile, pm.s, batch, pm.peak(batch) if batch else None, pm.peak(batch + 1),
                        buffer)
     for name in others or []:
-        other = PeakModel(s.replace(method=name, options={}))
+        other = PeakModel(methods.named(s, name, options={}), count_host=profile.unified)
         peak = other.peak(other.s.batch_size)
         result.methods.append(MethodFit(name, other.s.batch_size, other.s.buffer_size, peak,
                                         peak <= usable))
@@ -116,7 +123,7 @@ def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None) ->
 
 def stored_format(s: Scenario) -> int:
     """Bytes one more exemplar costs in the method's own format (labels, logits included)."""
-    method = methods.get(s.method)
+    method = methods.get(s.method, s.impl)
     net = engine.step_model(s, method).network
     one = engine.stored_bytes(method.stored(s.replace(buffer_size=1), net))
     none = engine.stored_bytes(method.stored(s.replace(buffer_size=0), net))

@@ -119,12 +119,16 @@ def datasets() -> None:
 
 @app.command()
 def methods() -> None:
-    """List the CL methods costcl can cost, with the paper each comes from."""
-    from costmodel.methods import catalog
+    """List the CL methods costcl can cost, their implementations and the default."""
+    from costmodel.methods import catalog, default_impl, implementations
     from reports.listing import listing
 
-    listing(console, ("method", "what it does (source)"),
-            [(m.name, f"{m.summary}; from {m.paper}") for m in catalog().values()])
+    rows = []
+    for m in catalog().values():
+        impls = ", ".join(f"{name} (default)" if name == default_impl(m.name) else name
+                          for name in implementations(m.name))
+        rows.append((m.name, impls, f"{m.summary}; from {m.paper}"))
+    listing(console, ("method", "implementations (--impl)", "what it does (source)"), rows)
 
 
 @app.command()

@@ -56,8 +56,9 @@ class TraceContext:
     def __init__(self, model: nn.Module, task: int, state: Mapping[str, Any],
                  backward: BackwardHook, buffer: Mapping[str, torch.Tensor], dtype: torch.dtype,
                  tasks: int, classes: int, variant: str, options: Mapping[str, Any],
-                 replay_batch: int) -> None:
+                 replay_batch: int, inputs: Mapping[str, torch.Tensor] | None = None) -> None:
         self.model, self.task, self.state = model, task, state
+        self.inputs = dict(inputs or {})
         self._backward, self._buffer, self._dtype = backward, buffer, dtype
         self.tasks, self.classes, self.variant = tasks, classes, variant
         self.options, self.replay_batch = options, replay_batch
@@ -133,9 +134,14 @@ def _cuda_sizer(batch: int, replay: int) -> Any:
 class StepModel:
     """One traced step and the plans derived from it."""
 
-    def __init__(self, trace: StepTrace, network: nn.Module, state_bytes: Mapping[str, int]) -> None:
+    def __init__(self, trace: StepTrace, network: nn.Module, state_bytes: Mapping[str, int],
+                 anomaly: bool = False, prepared_trainable: frozenset[str] | None = None) -> None:
         self.trace = trace
         self.network = network
+        self.prepared_trainable = prepared_trainable
+        """Parameters that required grad when the prologue ran (``None``: the step's)."""
+        self.anomaly = anomaly
+        """The code runs backward under anomaly detection (a NaN check per gradient)."""
         self.state_bytes = dict(state_bytes)
         """Bytes of the buffer and method state the trace saw (categories 'buffer', 'method_state')."""
         self._plans: dict[tuple, Plan] = {}
@@ -146,9 +152,10 @@ class StepModel:
         key = (trainable, instrumented, device, at if device == "cuda" else None)
         plan = self._plans.get(key)
         if plan is None:
-            sel = graph.select(self.trace, trainable)
+            sel = graph.select(self.trace, trainable, self.prepared_trainable)
             sizer = _cuda_sizer(*(at or (1, 0))) if device == "cuda" else None
-            tl = simulate(self.trace, sel, in_place_accumulation=not instrumented, sizer=sizer)
+            tl = simulate(self.trace, sel, in_place_accumulation=not instrumented, sizer=sizer,
+                          anomaly=self.anomaly)
             grad_sizes = [cuda_block_bytes(v) if device == "cuda" else v
                           for v in tl.grad_bytes.values()]
             plan = Plan(sel, tl, graph.flops(self.trace, sel), grad_sizes)
@@ -170,7 +177,7 @@ def step_model(s: Any, method: Any, variant: str = "main") -> StepModel:
     The key holds what changes the step's structure; batch sizes, optimizer,
     freeze point and buffer size do not (they are evaluated, not traced).
     """
-    key = (s.model, s.input_shape, s.classes, s.dtype, method.name, variant, s.tasks,
+    key = (s.model, s.input_shape, s.classes, s.dtype, method.name, method.impl, variant, s.tasks,
            tuple(sorted((k, repr(v)) for k, v in s.options.items())),
            round(float(s.sparsity or 0), 6), s.setting)
     cached = _TRACES.get(key)
@@ -201,7 +208,23 @@ def split_state(stored: list[Any], tensors: Mapping[str, torch.Tensor]) -> tuple
     return buffer, state
 
 
-def _trace_method(s: Any, method: Any, variant: str) -> StepModel:
+_WORKS: dict[tuple, StepModel] = {}
+
+
+def work_model(s: Any, method: Any, work: Any) -> StepModel:
+    """The traced between-step work ``work`` (a :class:`~costmodel.methods.base.Work`)."""
+    key = (s.model, s.input_shape, s.classes, s.dtype, method.name, method.impl, work.name,
+           s.tasks, tuple(sorted((k, repr(v)) for k, v in s.options.items())),
+           round(float(s.sparsity or 0), 6), s.setting)
+    cached = _WORKS.get(key)
+    if cached is None:
+        cached = _trace_method(s, method, work.variant, work)
+        _WORKS[key] = cached
+    return cached
+
+
+def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepModel:
+    """Trace a variant's step, or (``work``) a between-step work with no backward."""
     dtype = s.torch_dtype
 
     def build() -> nn.Module:
@@ -226,19 +249,31 @@ def _trace_method(s: Any, method: Any, variant: str) -> StepModel:
             tensors = {st.name: torch.empty(st.shape, dtype=st.dtype) for st in stored}
             x = torch.empty((batch, *s.input_shape), dtype=dtype)
             y = torch.zeros(batch, dtype=torch.long)
+            inputs = {name: torch.empty((batch, *shape), dtype=dt)
+                      for name, (shape, dt) in method.batch_inputs(s, variant).items()}
         buffer, state = split_state(stored, tensors)
         if teacher_nets:
             state["teacher"] = teacher_nets[0]
         externals = [(st.name, StorageKind.REPLAY if st.category == "buffer" else StorageKind.STATE,
                       tensors[st.name]) for st in stored]
         ctx = TraceContext(net, seen - 1, state, hook, buffer, dtype, s.tasks, s.classes, variant,
-                           s.options, replay)
-        return TraceSetup(net, lambda: method.step(ctx, x, y),
+                           s.options, replay, inputs)
+
+        def run() -> object:
+            if method.prepares(variant) and (work is None or work.prepared):
+                method.prepare(ctx)
+                hook.prologue_done()
+            if work is not None:
+                return work.run(ctx, x)
+            return method.step(ctx, x, y)
+
+        return TraceSetup(net, run,
                           externals + teacher_externals + [("<input>", StorageKind.INPUT, x),
-                                                           ("<target>", StorageKind.INPUT, y)],
+                                                           ("<target>", StorageKind.INPUT, y)]
+                          + [(f"<{k}>", StorageKind.INPUT, v) for k, v in inputs.items()],
                           s.input_shape, s.classes)
 
-    trace = trace_step(factory, replay=uses_replay)
+    trace = trace_step(factory, replay=uses_replay and work is None, forward_only=work is not None)
     # Stored state is counted from its declaration (so the buffer size can change
     # without a new trace); the trace's copies of it are set to zero bytes.
     for st in trace.storages:
@@ -246,12 +281,18 @@ def _trace_method(s: Any, method: Any, variant: str) -> StepModel:
             st.nbytes = (0, 0, 0)
     teacher_bytes = sum(p.numel() * p.element_size() for t in teacher_nets
                         for p in list(t.parameters()) + list(t.buffers()))
-    return StepModel(trace, net, {"buffer": 0, "method_state": teacher_bytes})
+    prepared = None
+    if s.trainable is None and s.train_from is None and method.prepares(variant):
+        prepared = method.prepared_trainable(s, net, variant)
+    return StepModel(trace, net, {"buffer": 0, "method_state": teacher_bytes},
+                     anomaly=method.anomaly_mode(variant), prepared_trainable=prepared)
 
 
-def stored_bytes(stored: list[Any]) -> dict[str, int]:
-    out = {"buffer": 0, "method_state": 0}
+def stored_bytes(stored: list[Any], device: str = "cpu") -> dict[str, int]:
+    """Bytes of the stored state the device allocator holds, by category, and 'host':
+    what is kept outside it.  On the CPU the host is the device: host state counts."""
+    out = {"buffer": 0, "method_state": 0, "host": 0}
     for st in stored:
-        out[st.category] += st.nbytes
+        out["host" if st.where == "host" and device != "cpu" else st.category] += st.nbytes
     return out
 

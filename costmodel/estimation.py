@@ -18,6 +18,7 @@ from costmodel import conventions, engine, methods, paper
 from costmodel.errors import CostclError
 from costmodel.layers import LayerCost, layer_table
 from costmodel.memory.optimizers import optimizer
+from costmodel.memory.simulate import CATEGORIES
 from costmodel.methods.base import Method
 from costmodel.scenario import Scenario
 from costmodel.trace.records import at
@@ -64,6 +65,13 @@ class MemoryCost:
     phase: str
     """Where the peak sits: 'forward', 'backward' or 'optimizer'."""
     where: str
+    run_peak_bytes: int = 0
+    """The peak over the whole CL run as the implementation runs it: the steps of every
+    task and the work between them (evaluation, a new task's references)."""
+    run_peak_where: str = ""
+    """'step (phase, op)' or 'WORK (phase, op)'."""
+    host_bytes: int = 0
+    """What the implementation keeps outside the device allocator (host exemplars)."""
 
     @property
     def peak_mib(self) -> float:
@@ -112,6 +120,9 @@ class Estimate:
                 "breakdown_bytes": dict(self.memory.breakdown_bytes),
                 "phase": self.memory.phase,
                 "where": self.memory.where,
+                "run_peak_bytes": self.memory.run_peak_bytes,
+                "run_peak_where": self.memory.run_peak_where,
+                "host_bytes": self.memory.host_bytes,
             },
             "params": {"total": self.total_params, "trainable": self.trainable_params},
             "notes": list(self.notes),
@@ -184,7 +195,7 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
         raise suggest(convention, CONVENTIONS, "convention")
     conventions.check(flops_convention)
     s = methods.resolve(s)
-    method = methods.get(s.method)
+    method = methods.get(s.method, s.impl)
     optimizer(s.optimizer)  # an unknown name fails before any tracing
     main = engine.step_model(s, method)
     trainable = trainable_set(s, method, main)
@@ -196,6 +207,8 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
     plans = {v: sm.plan(trainable_set(s, method, sm, v), instrumented, s.device, (B, R))
              for v, sm in models.items()}
     memory = peak_memory(s, method, models, B, R, instrumented)
+    whole = run_peak_memory(s, method, models, B, R, instrumented, memory)
+    host = engine.stored_bytes(method.stored(s, main.network), s.device)["host"]
     plan = plans["main"]
     fl = plan.flops
     step = StepCost(
@@ -213,12 +226,22 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
     n_train = sum(main.trace.param_numel[p] for p in trainable)
     table = tuple(layer_table(main.trace, plan, B, R)) if layers else None
     notes = list(method.notes(s)) if hasattr(method, "notes") else []
+    notes.append(implementation_note(method))
     if instrumented:
         notes.append("instrumented: branch gradients summed out of place, as under a Python "
                      "dispatch-mode memory tracker")
     return Estimate("runtime", flops_convention, s, step, run,
-                    MemoryCost(sum(breakdown.values()), breakdown, memory.phase, memory.where),
+                    MemoryCost(sum(breakdown.values()), breakdown, memory.phase, memory.where,
+                               whole.peak_bytes, whole.where, host),
                     n_train, total, table, tuple(notes), trainable)
+
+
+def implementation_note(method: Method) -> str:
+    """Which code the numbers describe."""
+    if method.impl == "costcl":
+        return f"implementation costcl: {method.codebase.source}, the method's clean step"
+    return (f"implementation {method.impl}: {method.codebase.source} "
+            f"({'; '.join(method.cites)})")
 
 
 def peak_memory(s: Scenario, method: Method, models: dict[str, engine.StepModel], batch: int,
@@ -233,7 +256,7 @@ def peak_memory(s: Scenario, method: Method, models: dict[str, engine.StepModel]
     for v, sm in models.items():
         r = replay if method.replays_in(v) else 0
         plan = sm.plan(trainable_set(s, method, sm, v), instrumented, s.device, (batch, r))
-        stored = engine.stored_bytes(method.stored(s, sm.network, v))
+        stored = engine.stored_bytes(method.stored(s, sm.network, v), s.device)
         constants = {"buffer": stored["buffer"],
                      "method_state": stored["method_state"] + sm.state_bytes["method_state"]}
         point = plan.memory(batch, r, opt, s.device, constants)
@@ -241,6 +264,43 @@ def peak_memory(s: Scenario, method: Method, models: dict[str, engine.StepModel]
             memory = point
     assert memory is not None
     return memory
+
+
+def run_peak_memory(s: Scenario, method: Method, models: dict[str, engine.StepModel], batch: int,
+                    replay: int, instrumented: bool = False,
+                    step: engine.MemoryPoint | None = None) -> engine.MemoryPoint:
+    """The whole run's peak: the highest step and every work between steps.
+
+    A work (:meth:`Method.works`) is traced like a step, with the variant's stored
+    state, the optimizer's state and, where the loop leaves them, the last step's
+    gradients alive beside it.  ``where`` names the step or the work.
+    """
+    step = step or peak_memory(s, method, models, batch, replay, instrumented)
+    best = engine.MemoryPoint(step.peak_bytes, step.breakdown, step.phase,
+                              f"step ({step.phase}, {step.where})")
+    opt = optimizer(s.optimizer)
+    for work in method.works(s.replace(batch_size=batch)):
+        sm = models.get(work.variant, models["main"])
+        tset = trainable_set(s, method, sm, work.variant)
+        step_plan = sm.plan(tset, instrumented, s.device, (batch, replay))
+        wm = engine.work_model(s, method, work)
+        plan = wm.plan(trainable_set(s, method, wm, work.variant), instrumented, s.device,
+                       (work.batch, 0))
+        totals = plan.timeline.totals(work.batch, 0)
+        k = int(totals.argmax())
+        cats = plan.timeline.coef[k] @ (1, work.batch, 0)
+        breakdown = {c: int(v) for c, v in zip(CATEGORIES, cats)}
+        breakdown["optimizer_state"] = step_plan.optimizer_bytes(opt, s.device)[0]
+        breakdown["gradients"] += sum(step_plan.grad_sizes) if work.grads_alive else 0
+        stored = engine.stored_bytes(method.stored(s, wm.network, work.variant), s.device)
+        breakdown["buffer"] += stored["buffer"]
+        breakdown["method_state"] += stored["method_state"] + wm.state_bytes["method_state"]
+        total = sum(breakdown.values())
+        if total > best.peak_bytes:
+            best = engine.MemoryPoint(total, breakdown, plan.timeline.phase[k],
+                                      f"{work.name} ({plan.timeline.phase[k]}, "
+                                      f"{plan.timeline.where[k]})")
+    return best
 
 
 def variant_models(s: Scenario, method: Method) -> dict[str, engine.StepModel]:

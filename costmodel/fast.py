@@ -28,11 +28,11 @@ class StepPoint:
 class StepEstimator:
     def __init__(self, s: Scenario) -> None:
         self.scenario = methods.resolve(s)
-        self.method = methods.get(self.scenario.method)
+        self.method = methods.get(self.scenario.method, self.scenario.impl)
         self.model = engine.step_model(self.scenario, self.method)
         self._default = trainable_set(self.scenario, self.method, self.model)
         self._sets: dict[str | None, frozenset[str]] = {None: self._default}
-        self._const = engine.stored_bytes(self.method.stored(self.scenario, self.model.network))
+        self._const = engine.stored_bytes(self.method.stored(self.scenario, self.model.network), self.scenario.device)
         self._const["method_state"] += self.model.state_bytes["method_state"]
 
     def step(self, batch_size: int, optimizer_name: str = "sgd", freeze_from: str | None = None,

@@ -87,7 +87,7 @@ def _elem_size(trace: StepTrace) -> int:
 def _first_trainable_op(trace: StepTrace, trainable: frozenset[str]) -> int:
     sids = {trace.param_sids[p] for p in trainable if p in trace.param_sids}
     for i, op in enumerate(trace.ops):
-        if sids.intersection(op.inputs):
+        if i >= trace.prologue_ops and sids.intersection(op.inputs):
             return i
     return len(trace.ops)
 

@@ -30,6 +30,9 @@ DEFAULT_MODEL, DEFAULT_DATASET = "resnet18-cifar", "cifar10"
 @dataclass(frozen=True)
 class Scenario:
     method: str = "sgd"
+    impl: str | None = None
+    """Which implementation of the method (``costcl methods`` lists them); default:
+    the method's reference public code where costcl reproduces it."""
     model: str | None = None
     """Default: the method's paper (e.g. resnet32-cifar for MEMO), else resnet18-cifar."""
     dataset: str | None = None

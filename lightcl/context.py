@@ -28,7 +28,8 @@ class TrainContext:
                  buffer: Mapping[str, torch.Tensor] | None = None,
                  dtype: torch.dtype = torch.float32, tasks: int = 1, classes: int = 10,
                  variant: str = "main", options: Mapping[str, Any] | None = None,
-                 replay_batch: int = 0, observer: BackwardObserver | None = None) -> None:
+                 replay_batch: int = 0, observer: BackwardObserver | None = None,
+                 inputs: Mapping[str, torch.Tensor] | None = None) -> None:
         self.model, self.task, self.state = model, task, dict(state or {})
         self.buffer = dict(buffer or {})
         self.dtype, self.tasks, self.classes = dtype, tasks, classes
@@ -36,6 +37,7 @@ class TrainContext:
         self.replay_batch = replay_batch
         self.observer = observer
         self.keep: dict[str, torch.Tensor] = {}
+        self.inputs = dict(inputs or {})
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.observer is not None:

@@ -9,6 +9,9 @@ trainer runs the same pieces with real data.
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +54,37 @@ class StepRunner:
 
     def step(self) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.method.step(self.context, self.x, self.y)
+        with anomaly(self.method, self.context.variant):
+            loss = self.method.step(self.context, self.x, self.y)
         self.optimizer.step()
         return loss
+
+
+@contextlib.contextmanager
+def anomaly(method: Method, variant: str) -> Iterator[None]:
+    """Anomaly detection where the implementation's code switches it on."""
+    if not method.anomaly_mode(variant):
+        yield
+        return
+    with warnings.catch_warnings():  # the code under test chose it; no need to warn
+        warnings.filterwarnings("ignore", "Anomaly Detection has been enabled")
+        mode = torch.autograd.detect_anomaly(check_nan=True)
+    with mode:
+        yield
+
+
+def prepare(method: Method, ctx: TrainContext, net: nn.Module, s: Scenario,
+            trainable: frozenset[str]) -> None:
+    """Run the implementation's work before a task's steps, with the flags it ran under."""
+    if not method.prepares(ctx.variant):
+        return
+    before = method.prepared_trainable(s, net, ctx.variant)
+    if before is not None:
+        for name, p in net.named_parameters():
+            p.requires_grad_(name in before)
+    method.prepare(ctx)
+    for name, p in net.named_parameters():
+        p.requires_grad_(name in trainable)
 
 
 def build_network(s: Scenario, method: Method, tasks_seen: int, device: str) -> nn.Module:
@@ -70,7 +101,7 @@ def build_runner(s: Scenario, device: str = "cpu", variant: str = "main", seed: 
                  observer: BackwardObserver | None = None) -> StepRunner:
     """``seed=None`` draws without a generator (fake and meta tensors take none)."""
     s = methods.resolve(s)
-    method = methods.get(s.method)
+    method = methods.get(s.method, s.impl)
     gen = None
     if seed is not None and device == "cpu":
         torch.manual_seed(seed)
@@ -93,8 +124,12 @@ def build_runner(s: Scenario, device: str = "cpu", variant: str = "main", seed: 
         state["teacher"] = teacher
         extra += list(teacher.parameters()) + list(teacher.buffers())
     replay = method.replay_batch(s, variant)
+    inputs = {name: torch.rand((s.batch_size, *shape), generator=gen, device=device, dtype=dt)
+              if dt.is_floating_point else torch.zeros((s.batch_size, *shape), device=device, dtype=dt)
+              for name, (shape, dt) in method.batch_inputs(s, variant).items()}
     ctx = TrainContext(net, seen - 1, state, buffer, s.torch_dtype, s.tasks, s.classes, variant,
-                       s.options, replay, observer)
+                       s.options, replay, observer, inputs)
+    prepare(method, ctx, net, s, trainable)
     x = torch.rand((s.batch_size, *s.input_shape), generator=gen, device=device, dtype=s.torch_dtype)
     k = s.classes // s.tasks  # labels from the current task's classes
     y = torch.randint((seen - 1) * k, seen * k, (s.batch_size,), generator=gen, device=device)

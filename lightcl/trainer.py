@@ -181,7 +181,7 @@ class Trainer:
     def __init__(self, s: Scenario, data: TaskData, device: str = "cpu", out: Path | None = None,
                  checkpoint: str | None = None, seed: int = 0, progress: Progress | None = None) -> None:
         self.s = methods.resolve(s.replace(device=device))
-        self.method = methods.get(self.s.method)
+        self.method = methods.get(self.s.method, self.s.impl)
         if not self.method.trains:
             runnable = ", ".join(n for n, m in methods.catalog().items() if m.trains)
             raise CostclError(f"costcl train runs {runnable}; {self.s.method!r} is costed and "

@@ -2,16 +2,17 @@
 
 * Peak memory.  CUDA: ``torch.cuda.max_memory_allocated()`` over two steps
   after ``reset_peak_memory_stats()`` (``max_memory_reserved`` apart: it adds
-  the caching allocator's slack).  CPU: :class:`~lightcl.measure.StorageTracker`,
+  the caching allocator's slack).  CPU: torch.profiler's memory events on the plain run
+  (:mod:`lightcl.profiled`); with fake tensors :class:`~lightcl.measure.StorageTracker`,
   a dispatch-mode tracker that also handles a module called twice in a step.
   Two steps, because optimizer state appears in the first.
 * FLOPs of one step with FlopCounterMode, split at every ``backward()`` call.
 * Seconds per step over ``steps`` further steps with nothing watching.
 
 A tracker that works through a Python dispatch mode makes PyTorch sum branch
-gradients out of place (it holds a reference), so on the CPU the measurement is
-compared with costcl's ``instrumented`` prediction, and the plain prediction is
-reported beside it; on CUDA nothing watches, and the plain prediction is compared.
+gradients out of place (it holds a reference), so a fake-tensor measurement is
+compared with costcl's ``instrumented`` prediction; the profiler and the CUDA
+allocator watch the plain run, which is compared with the plain prediction.
 """
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ from typing import Any
 
 import torch
 
-from costmodel import methods
+from costmodel import engine, methods
 from costmodel.errors import CostclError
 from costmodel.estimation import Estimate, estimate
 from costmodel.scenario import Scenario
 from lightcl.measure import StorageTracker, fake_cpu
-from lightcl.runner import StepRunner, build_runner
+from lightcl.runner import StepRunner, anomaly, build_runner
 
 
 @dataclass
@@ -106,6 +107,8 @@ def _register(tracker: StorageTracker, r: StepRunner) -> list:
 
 def measure_cpu_peak(s: Scenario, fake: bool = False) -> dict[str, Any]:
     """Peak over two steps on the CPU, with the storage tracker."""
+    resolved = methods.resolve(s)  # trace on meta first: a trace cannot run under fake tensors
+    engine.step_model(resolved, methods.get(resolved.method, resolved.impl))
     ctx = fake_cpu() if fake else contextlib.nullcontext()
     with ctx:
         tracker = StorageTracker()
@@ -115,12 +118,30 @@ def measure_cpu_peak(s: Scenario, fake: bool = False) -> dict[str, Any]:
             for _ in range(2):
                 tracker.phase = "forward"
                 r.optimizer.zero_grad(set_to_none=True)
-                r.method.step(r.context, r.x, r.y)
+                with anomaly(r.method, r.context.variant) if not fake else contextlib.nullcontext():
+                    r.method.step(r.context, r.x, r.y)
                 tracker.phase = "optimizer"
                 r.optimizer.step()
         for h in hooks:
             h.remove()
     return {"peak_bytes": tracker.peak, "breakdown_bytes": tracker.peak_breakdown}
+
+
+def measure_cpu_plain_peak(s: Scenario) -> dict[str, Any]:
+    """Peak of the second of two plain steps on the CPU, from torch.profiler's memory
+    events: no dispatch mode watches, so autograd runs as in a user's run.  Everything
+    the runner builds counts; kernel scratch (allocated and freed inside one op) is
+    reported apart, as costcl counts at the level of ops."""
+    from lightcl.profiled import PlainRunProfile
+
+    with PlainRunProfile() as prof:
+        r = build_runner(s, "cpu")
+        r.step()
+        with prof.window("step"):
+            r.step()
+    reading = prof.peak("step")
+    return {"peak_bytes": reading.op_level_bytes,
+            "peak_with_scratch_bytes": reading.with_scratch_bytes}
 
 
 def measure_flops(s: Scenario) -> dict[str, int]:
@@ -130,7 +151,7 @@ def measure_flops(s: Scenario) -> dict[str, int]:
     counter = FlopCounterMode(display=False)
     split = _FlopSplit(counter)
     r = build_runner(s, "meta", observer=split, seed=None)
-    with counter:
+    with counter:  # (anomaly checks count no FLOPs, and cannot run on meta tensors)
         r.optimizer.zero_grad(set_to_none=True)
         r.method.step(r.context, r.x, r.y)
     total = counter.get_total_flops()
@@ -188,15 +209,25 @@ def validate(s: Scenario, device: str = "cpu", steps: int = 3, fake: bool = Fals
         measured = measure_cuda_peak(s)
         compared, seen = "runtime", None
         name = torch.cuda.get_device_name()
-    else:
-        say("measuring peak memory (storage tracker)")
-        measured = measure_cpu_peak(s, fake=fake)
+    elif fake:
+        say("measuring peak memory (storage tracker, fake tensors)")
+        measured = measure_cpu_peak(s, fake=True)
         measured["reserved_bytes"] = None
         seen = estimate(s, instrumented=True).memory.peak_bytes
         compared = "instrumented"
-        name = "cpu (fake tensors)" if fake else "cpu"
+        name = "cpu (fake tensors)"
         notes.append("a dispatch-mode tracker makes PyTorch sum branch gradients out of place; "
                      "the measurement is compared with costcl's instrumented prediction")
+        if predicted.scenario.impl != "costcl" and methods.get(s.method, s.impl).anomaly_mode():
+            notes.append("anomaly checks need real tensors: the fake run leaves them out")
+    else:
+        say("measuring peak memory (torch.profiler, the plain run)")
+        measured = measure_cpu_plain_peak(s)
+        measured["reserved_bytes"] = None
+        compared, seen = "runtime", None
+        name = "cpu"
+        notes.append("measured on the plain run (torch.profiler memory events, op level; "
+                     "kernel scratch in peak_with_scratch_bytes)")
     say("counting FLOPs (FlopCounterMode)")
     measured |= measure_flops(s)
     if not measured.get("oom"):

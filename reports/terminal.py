@@ -6,6 +6,7 @@ from rich.table import Table
 
 from costmodel.conventions import TOOL_UNITS
 from costmodel.estimation import BREAKDOWN_KEYS, Estimate
+from reports.compare import label
 from reports.units import flops, mib
 
 
@@ -70,15 +71,18 @@ def compare_table(c, console: Console) -> None:  # noqa: ANN001
     console.print(f"[bold]costcl compare[/bold] ({b.convention} convention; "
                   f"{b.scenario.model} on {b.scenario.dataset}; relative to {b.scenario.method})")
     t = Table(header_style="bold")
-    for col in ("method", "samples\nper step", f"step\n{unit}", f"run\n{unit}", "peak\nMiB",
-                "peak\nx", "run\nx"):
-        t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    for col in ("method@impl", "samples\nper step", f"step\n{unit}", f"run\n{unit}", "peak\nMiB",
+                "run peak\nMiB", "host\nMiB", "peak\nx", "run\nx"):
+        t.add_column(col, justify="left" if col == "method@impl" else "right", no_wrap=True)
     for e in c.estimates:
         r = c.relative(e)
-        t.add_row(e.scenario.method, str(e.step.samples),
+        t.add_row(label(e), str(e.step.samples),
                   flops(e.step.forward_flops + e.step.backward_flops), flops(e.run.total_flops),
-                  mib(e.memory.peak_bytes), f"{r['peak']:.2f}", f"{r['run_flops']:.2f}")
+                  mib(e.memory.peak_bytes), mib(e.memory.run_peak_bytes), mib(e.memory.host_bytes),
+                  f"{r['peak']:.2f}", f"{r['run_flops']:.2f}")
     console.print(t)
+    for line in c.differences():
+        console.print(line)
     m = Table(title="Peak memory by term (MiB)", header_style="bold")
     terms = ("parameters", "gradients", "optimizer_state", "activations", "buffer", "method_state",
              "temporaries")
@@ -89,5 +93,5 @@ def compare_table(c, console: Console) -> None:  # noqa: ANN001
                      .replace("activations", "acts").replace("gradients", "grads"),
                      justify="right", no_wrap=True)
     for e in c.estimates:
-        m.add_row(e.scenario.method, *(mib(e.memory.breakdown_bytes[k]) for k in terms))
+        m.add_row(label(e), *(mib(e.memory.breakdown_bytes[k]) for k in terms))
     console.print(m)

@@ -32,7 +32,7 @@ def measured_memory(e):
         x = torch.randn((s.batch_size, *s.input_shape), dtype=s.torch_dtype)
         y = torch.randint(0, s.classes, (s.batch_size,))
         opt = build_optimizer(s.optimizer, model.parameters())
-        method = methods.get(s.method)
+        method = methods.get(s.method, s.impl)
         ctx = TrainContext(model)
         return memtracker_peak(model, opt, lambda: method.step(ctx, x, y), externals=(x, y))
 

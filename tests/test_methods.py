@@ -94,7 +94,8 @@ def test_sparcl_keeps_two_float_masks_and_runs_dense():
 
 
 def test_lightcl_freezes_all_but_the_last_stage_and_stores_its_references():
-    e = est("lightcl")
+    """costcl's clean LightCL step (the repository's is in test_implementations.py)."""
+    e = est("lightcl", impl="costcl")
     s = e.scenario
     assert (s.batch_size, s.buffer_size, s.replay_batch, s.epochs, s.holdout) == (32, 15, 15, 50, 0.1)
     assert e.trainable == {n for n in e.trainable if n.startswith(("layer4.", "linear."))}
@@ -103,7 +104,7 @@ def test_lightcl_freezes_all_but_the_last_stage_and_stores_its_references():
     # FS: four 512x4x4 maps and the logits of 15 samples (fp32), the important channels I
     assert bd(e)["method_state"] == 15 * (4 * 512 * 16 + 10) * 4 + 4 * 512
     assert bd(e)["buffer"] == 15 * IMG_F32 + 15 * 8
-    sparse = est("lightcl", sparsity=0.9)
+    sparse = est("lightcl", impl="costcl", sparsity=0.9)
     assert all(n.startswith(("layer3.1.", "layer4.", "linear.")) for n in sparse.trainable)
     assert any(n.startswith("layer3.1.") for n in sparse.trainable)
     assert bd(sparse)["method_state"] == bd(e)["method_state"] + W18  # bool channel masks

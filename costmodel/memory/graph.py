@@ -23,9 +23,13 @@ class Selection:
     that segment point at it (AccumulateGrad nodes are shared by segments)."""
     holders: dict[int, int]
     """Storage id -> number of running nodes that keep it for backward."""
+    kept_until: dict[int | None, tuple[int, ...]] = None  # type: ignore[assignment]
+    """Saved storages of graphs no backward runs, by the op after which the last
+    output reaching them is let go (``None``: never in the step); one entry per
+    node that saved it, as in ``holders``."""
 
 
-def select(trace: StepTrace, trainable: frozenset[str]) -> Selection:
+def _active(trace: StepTrace, trainable: frozenset[str]) -> list[bool]:
     nodes = trace.nodes
     active = [False] * len(nodes)
     for i, n in enumerate(nodes):
@@ -34,19 +38,61 @@ def select(trace: StepTrace, trainable: frozenset[str]) -> Selection:
     for i, n in enumerate(nodes):
         if n.leaf is None:
             active[i] = any(e is not None and active[e[0]] for e in n.edges)
+    return active
+
+
+def select(trace: StepTrace, trainable: frozenset[str],
+           kept_trainable: frozenset[str] | None = None) -> Selection:
+    """``kept_trainable``: what required grad when graphs no backward runs were built
+    (a prologue run before the step's flags were set); default ``trainable``."""
+    nodes = trace.nodes
+    active = _active(trace, trainable)
     segment_of = _segments(trace)
     deps = [[0] * len(nodes) for _ in trace.segments]
     holders: dict[int, int] = {}
     for i, n in enumerate(nodes):
-        if not active[i] or n.leaf is not None:
-            continue
+        if not active[i] or n.leaf is not None or segment_of[i] == -1:
+            continue  # (a node no backward reaches: see _kept_graphs)
         seg = deps[segment_of[i]]
         for e in n.edges:
             if e is not None and active[e[0]]:
                 seg[e[0]] += 1
         for sid in n.saved:
             holders[sid] = holders.get(sid, 0) + 1
-    return Selection(trainable, tuple(active), tuple(tuple(d) for d in deps), holders)
+    kept = _kept_graphs(trace, active if kept_trainable is None else
+                        _active(trace, kept_trainable), segment_of)
+    for sids in kept.values():
+        for sid in sids:
+            holders[sid] = holders.get(sid, 0) + 1
+    return Selection(trainable, tuple(active), tuple(tuple(d) for d in deps), holders, kept)
+
+
+def _kept_graphs(trace: StepTrace, active: list[bool],
+                 segment_of: list[int]) -> dict[int | None, tuple[int, ...]]:
+    """Saved storages of the active nodes no backward reaches, by release point.
+
+    A node of such a graph lives as long as any model output whose graph holds
+    it: its release point is the latest of those outputs' last uses.
+    """
+    release: dict[int, int | None] = {}
+    forever = 1 << 62
+    for root in trace.kept_roots:
+        last = trace.storages[root.sid].last_use
+        until = forever if last is None else last
+        stack = [root.node]
+        seen: set[int] = set()
+        while stack:
+            i = stack.pop()
+            node = trace.nodes[i]
+            if i in seen or node.leaf is not None or segment_of[i] != -1 or not active[i]:
+                continue
+            seen.add(i)
+            release[i] = max(release.get(i, -1), until)
+            stack.extend(e[0] for e in node.edges if e is not None)
+    out: dict[int | None, list[int]] = {}
+    for i, until in release.items():
+        out.setdefault(None if until == forever else until, []).extend(trace.nodes[i].saved)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _segments(trace: StepTrace) -> list[int]:

@@ -90,7 +90,14 @@ class _Memory:
 
 
 def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = True,
-             sizer: Sizer | None = None) -> Timeline:
+             sizer: Sizer | None = None, anomaly: bool = False) -> Timeline:
+    """The step's memory timeline.
+
+    ``anomaly``: the code runs with ``torch.autograd.set_detect_anomaly(True)``:
+    after each node runs (its inputs and saved tensors released), the engine
+    checks every output gradient for NaN with ``isnan(grad).any()``, a bool
+    tensor of the gradient's element count alive for the check.
+    """
     size = sizer or (lambda nb: nb)
     mem = _Memory()
     storages = trace.storages
@@ -106,7 +113,10 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
         if s.kind is not StorageKind.ACTIVATION:
             continue
         if s.last_use is None:
-            carried = [a + b for a, b in zip(carried, nbytes[sid])]
+            # What a step returns is still held by the loop when the next step runs;
+            # the prologue's results are made once, and work outside a step is not repeated.
+            if s.producer >= trace.prologue_ops and trace.segments:
+                carried = [a + b for a, b in zip(carried, nbytes[sid])]
         else:
             dies_after.setdefault(s.last_use, []).append(sid)
 
@@ -130,6 +140,18 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
         mem.add(category, nb)
         return _Grad(nb, category)
 
+    kept_until = sel.kept_until or {}
+    itemsize = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}.get(trace.dtype, 4)
+
+    def let_go(sid: int) -> None:
+        """A graph no longer keeps ``sid``: free it if the program is done with it too."""
+        left = holders.get(sid)
+        if left is None:
+            return
+        holders[sid] = left - 1
+        if left == 1 and sid in dead:
+            mem.add(ACTS, nbytes[sid], -1)
+
     def forward(first: int, last: int) -> None:
         for i in range(first, last + 1):
             op = trace.ops[i]
@@ -140,6 +162,8 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                 dead.add(sid)
                 if not holders.get(sid):
                     mem.add(ACTS, nbytes[sid], -1)
+            for sid in kept_until.get(i, ()):  # an unexecuted graph's last output is gone
+                let_go(sid)
 
     def backward(root: int, deps_in: tuple[int, ...]) -> None:
         deps = list(deps_in)
@@ -198,12 +222,12 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                         release(g)
                         outputs[k] = (edge, new)
             for sid in node.saved:
-                left = holders.get(sid)
-                if left is None:
-                    continue
-                holders[sid] = left - 1
-                if left == 1 and sid in dead:
-                    mem.add(ACTS, nbytes[sid], -1)
+                let_go(sid)
+            for _, g in outputs if anomaly else ():  # isnan(grad).any(), one at a time
+                check = size(tuple(v // itemsize for v in g.nbytes))
+                mem.add(TEMPS, check)
+                mem.checkpoint("backward", f"{node.name} (anomaly check)")
+                mem.add(TEMPS, check, -1)
             # Outputs are handed to the next nodes' input buffers; a gradient summed
             # into one stays referenced by the engine's outputs vector until the
             # node's last output is delivered.

@@ -1,7 +1,9 @@
 """The catalog of continual-learning methods: one module per method.
 
 Every :class:`~costmodel.methods.base.Method` subclass with a ``name`` in a
-module of this package is registered under that name.
+module of this package is registered under that name and its ``impl``: the
+method's clean step ('costcl') and one implementation per public codebase that
+runs it ('lightcl', 'mammoth', 'pycil').
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ GLOBAL_DEFAULTS = {"model": "resnet18-cifar", "dataset": "cifar10", "batch_size"
 
 
 @functools.cache
-def catalog() -> dict[str, Method]:
-    found: dict[str, Method] = {}
+def _registry() -> dict[str, dict[str, Method]]:
+    found: dict[str, dict[str, Method]] = {}
     for info in pkgutil.iter_modules(__path__):
         if info.name == "base":
             continue
@@ -28,20 +30,53 @@ def catalog() -> dict[str, Method]:
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, Method) and obj.name \
                     and obj.__module__ == module.__name__:
-                found[obj.name] = obj()
-    return dict(sorted(found.items()))
+                impls = found.setdefault(obj.name, {})
+                if obj.impl in impls:
+                    raise RuntimeError(f"{obj.name}@{obj.impl} is defined twice")
+                impls[obj.impl] = obj()
+    return {name: dict(sorted(impls.items(), key=lambda kv: (kv[0] != "costcl", kv[0])))
+            for name, impls in sorted(found.items())}
 
 
-def get(name: str) -> Method:
-    methods = catalog()
+def catalog() -> dict[str, Method]:
+    """Every method under its default implementation."""
+    return {name: impls[default_impl(name)] for name, impls in _registry().items()}
+
+
+def implementations(name: str) -> dict[str, Method]:
+    """A method's implementations by ``--impl`` name, costcl's own first."""
+    methods = _registry()
     if name not in methods:
         raise suggest(name, methods, "method")
     return methods[name]
 
 
+def default_impl(name: str) -> str:
+    """The method's reference public code where costcl reproduces it, else 'costcl'."""
+    impls = implementations(name)
+    ref = next(iter(impls.values())).reference_impl
+    return ref if ref in impls else next(iter(impls))
+
+
+def get(name: str, impl: str | None = None) -> Method:
+    impls = implementations(name)
+    impl = impl or default_impl(name)
+    if impl not in impls:
+        raise CostclError(f"method {name!r} has no implementation {impl!r}; it has: "
+                          f"{', '.join(impls)} (use --impl NAME)")
+    return impls[impl]
+
+
+def named(s: Scenario, text: str, **changes: Any) -> Scenario:
+    """``s`` for the method ``text``: a name, or NAME@IMPL for one implementation."""
+    name, _, impl = text.partition("@")
+    return s.replace(method=name.strip(), impl=impl.strip() or None, **changes)
+
+
 def resolve(s: Scenario) -> Scenario:
     """Fill every field the user left open: method paper defaults, then dataset, then costcl's."""
-    method = get(s.method)
+    method = get(s.method, s.impl)
+    s = s.replace(impl=method.impl)
     unknown = sorted(set(s.options) - set(method.options))
     if unknown:
         takes = ", ".join(method.options) or "no options"

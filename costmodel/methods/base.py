@@ -15,9 +15,17 @@ A method says, once, for both the engine and the bundled trainer:
 
 Adding a method is one file in this package with a subclass of :class:`Method`
 (it is found by name) and its test.
+
+An *implementation* is the same method as one codebase runs it (the LightCL
+repository's, Mammoth's, PyCIL's, or costcl's own clean step): a small subclass
+of the method in the same file, with ``impl`` naming it, ``codebase`` saying
+what that codebase does for every method (:mod:`costmodel.codebases`), and
+overrides only where the codebase's own code changes memory or FLOPs, each
+with the ``file:line`` it reproduces in ``cites``.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from math import prod
@@ -26,6 +34,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from costmodel.codebases import COSTCL, Codebase
 from costmodel.scenario import Scenario
 
 
@@ -45,6 +54,9 @@ class Stored:
     category: str
     """'buffer' (replay exemplars and what travels with them) or 'method_state'."""
     note: str = ""
+    where: str = "device"
+    """'device' (held by the device's PyTorch allocator) or 'host' (kept outside it,
+    e.g. PyCIL's numpy exemplar memory): host bytes are reported apart."""
 
     @property
     def nbytes(self) -> int:
@@ -122,12 +134,43 @@ class StepContext(Protocol):
 
     def backward(self, loss: torch.Tensor) -> None: ...
 
+    inputs: Mapping[str, torch.Tensor]
+    """What the loader hands the step beside ``x`` and ``y`` (:meth:`Method.batch_inputs`)."""
+
     keep: dict[str, torch.Tensor]
     """What a step leaves for after it (the batch's logits, for DER's buffer)."""
 
     def replay(self, n: int) -> dict[str, torch.Tensor]:
         """``n`` exemplars drawn from the buffer: 'x', 'y' and what else it stores."""
         ...
+
+
+@dataclass(frozen=True)
+class Work:
+    """Work between training steps that the whole run's peak must cover (an
+    evaluation pass, the references of a new task), traced like a step but with
+    no ``backward()``: ``run(ctx, x)`` on a batch of ``batch`` samples."""
+
+    name: str
+    batch: int
+    run: Callable[[StepContext, torch.Tensor], object]
+    variant: str = "main"
+    """Whose network, trainable set and stored state it runs with."""
+    prepared: bool = True
+    """The method's ``prepare`` results are alive during it."""
+    grads_alive: bool = True
+    """The last step's gradients are still allocated (zero_grad runs at the next step)."""
+
+
+def evaluation_pass(train_mode: bool, no_grad: bool) -> Callable[[StepContext, torch.Tensor], None]:
+    """Two consecutive test batches as an evaluation loop runs them: the first
+    batch's output is replaced only when the second forward returns."""
+    def run(ctx: StepContext, x: torch.Tensor) -> None:
+        ctx.model.train(train_mode)
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
+            out = ctx.model(x)
+            out = ctx.model(x)  # noqa: F841
+    return run
 
 
 class TaskRun(Protocol):
@@ -148,6 +191,14 @@ class Method:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    impl: ClassVar[str] = "costcl"
+    """Which implementation this class is (``--impl``): 'costcl' for the method's
+    clean step, else the codebase it reproduces."""
+    codebase: ClassVar[Codebase] = COSTCL
+    cites: ClassVar[tuple[str, ...]] = ()
+    """``file:line`` at ``codebase.commit`` of what this implementation reproduces."""
+    reference_impl: ClassVar[str] = "costcl"
+    """The implementation costed when none is named: the method's reference public code."""
     replays: ClassVar[bool] = False
     """Does a step draw a replay batch (``Scenario.replay_batch``) from a buffer?"""
     replay_is_buffer: ClassVar[bool] = False
@@ -208,6 +259,35 @@ class Method:
     # -- the step, shared by engine and trainer ------------------------------
     def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def prepare(self, ctx: StepContext) -> None:
+        """Work the code does once before a task's steps whose results stay alive
+        through them (in ``ctx.state``).  The trainer runs it at the task's start;
+        the engine traces it before the step and counts its results, not its FLOPs."""
+
+    def batch_inputs(self, s: Scenario, variant: str = "main") -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Per-sample tensors the codebase's loader hands the step beside ``x`` and ``y``
+        (Mammoth: the un-augmented images; its LwF: the stored teacher logits), by name:
+        (shape without the batch dimension, dtype).  They reach the step as ``ctx.inputs``."""
+        return {}
+
+    def anomaly_mode(self, variant: str = "main") -> bool:
+        """Does backward run under anomaly detection in this variant's steps?"""
+        return self.codebase.anomaly_mode
+
+    def prepared_trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str] | None:
+        """Parameters that require grad when ``prepare`` runs (``None``: the step's)."""
+        return None
+
+    def prepares(self, variant: str = "main") -> bool:
+        return type(self).prepare is not Method.prepare and variant != "first"
+
+    def works(self, s: Scenario) -> list[Work]:
+        """Work between steps for the whole run's peak: by default the codebase's
+        evaluation of the tasks seen so far."""
+        ev = self.codebase.evaluation
+        return [Work("evaluation", ev.batch_size or s.batch_size,
+                     evaluation_pass(ev.train_mode, ev.no_grad))]
 
     # -- between steps, for the bundled trainer ---------------------------------
     def begin_task(self, run: TaskRun) -> None:

@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from costmodel.codebases.lightcl_repo import LIGHTCL_REPO
 from costmodel.methods.base import (Method, Option, PaperTerms, Phase, StepContext, Stored, TaskRun,
-                                    first_then_later)
+                                    Work, first_then_later)
 from costmodel.models.registry import build_model, head_name
 from costmodel.models.staged import split
 from costmodel.errors import CostclError
@@ -121,6 +122,7 @@ class LightCL(Method):
     name = "lightcl"
     summary = "LightCL: freeze the generalized layers, regulate the last stage's feature patterns"
     paper = "Wang et al., ASP-DAC 2025 (INV-WZQ/LightCL)"
+    reference_impl = "lightcl"
     replays = True
     replay_is_buffer = True
     defaults = {"model": "resnet18-cifar", "dataset": "cifar10", "batch_size": 32,
@@ -250,3 +252,129 @@ class LightCL(Method):
                                "the trained part's gradients and activations for the stored "
                                "samples and the batch, the references FS); the published cells "
                                "are not reproduced by any formula found (FACTS.md section 2)")
+
+
+def forward_with_maps(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The repository's ``model(x)``: the logits and the four last-stage maps (models.py:111-134)."""
+    with feature_maps(net) as maps:
+        logits = net(x)
+    return logits, maps
+
+
+class LightCLRepository(LightCL):
+    """LightCL as the LightCL repository's LightCL.py and prune.py run it.
+
+    Where its code changes memory or FLOPs (cited at the codebase's commit):
+
+    * the channel pruner is built in the dense run too (LightCL.py:202-220): its masks
+      are float32 all-ones copies of every conv weight and of the head's weight, plus
+      one channel vector per conv that the batch norms share (prune.py:228-254); the
+      sparse run's masks are bool;
+    * the stored samples are a view of the task's first 32-image batch (LightCL.py:
+      168-171), so the whole batch stays allocated;
+    * the references FS come from a forward with grad enabled, whose output (and so
+      its graph over the trainable part) stays referenced for the whole task
+      (LightCL.py:172-173, released at 178): :meth:`prepare`;
+    * each step keeps both forwards' feature maps and logits referenced through
+      backward (LightCL.py:129-148), under anomaly detection (147);
+    * the sparse run trains from layer3.1 in task 0 only; later tasks train the last
+      stage and the head in both runs (LightCL.py:75-80 against 117-120);
+    * evaluation every 5 epochs and at each task's end runs without no_grad
+      (LightCL.py:94-104, 176, 199), at the end after a 32-image forward in train
+      mode whose graph is kept (180-185).
+    """
+
+    impl = "lightcl"
+    codebase = LIGHTCL_REPO
+    cites = ("LightCL.py:75-80", "LightCL.py:117-148", "LightCL.py:168-185",
+             "LightCL.py:202-220", "prune.py:228-254", "models.py:59-68", "models.py:111-134")
+
+    def trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str]:
+        if variant == "first":
+            return super().trainable(s, net, variant)
+        return super().trainable(s.replace(sparsity=0.0), net, variant)
+
+    def anomaly_mode(self, variant: str = "main") -> bool:
+        return variant != "first"  # switched on in the first later task's first step
+
+    def prepared_trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str]:
+        """The reference forward runs before my_train sets the flags (LightCL.py:172 against
+        117-120): in task 1 with task 0's, which train layer3.1 too in the sparse run.
+        That is the worst task, so the peak is task 1's."""
+        return self.trainable(s, net, "first")
+
+    def stored(self, s: Scenario, net: nn.Module, variant: str = "main") -> list[Stored]:
+        mask_dtype = torch.bool if s.sparsity else torch.float32
+        weights = sum(p.numel() for p in net.parameters() if p.dim() > 1)
+        channels = sum(m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d))
+        out = [Stored("pruner.masks", (weights + channels,), mask_dtype, "method_state",
+                      "ChannelPruner masks: every conv and head weight, one channel vector "
+                      "per conv (built in the dense run too)")]
+        if variant == "first":
+            return out
+        out += [Stored("fs.batch", (s.batch_size, *s.input_shape), s.torch_dtype, "buffer",
+                       "the task's first batch: the stored samples are a view of it"),
+                Stored("fs.batch_labels", (s.batch_size,), torch.int64, "buffer", "its labels")]
+        for i, shape in enumerate(map_shapes(s.model, tuple(s.input_shape), s.classes)):
+            out.append(Stored(f"fs.mask{i}", (shape[0],), torch.bool, "method_state",
+                              "important channels I"))
+        return out
+
+    def prepare(self, ctx: StepContext) -> None:
+        """The task's references: a forward of the stored samples with grad enabled,
+        its output kept (with its graph) and its maps detached (views of it)."""
+        ctx.model.train()
+        logits, maps = forward_with_maps(ctx.model, ctx.state["fs.batch"][:ctx.replay_batch])
+        ctx.state["fs.reference"] = logits
+        for i, fm in enumerate(maps):
+            ctx.state[f"fs.map{i}"] = fm.detach()
+        ctx.state["fs.logits"] = logits.detach()
+
+    def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        k = ctx.classes // ctx.tasks
+        lo = ctx.task * k
+        if "fs.batch" not in ctx.state:  # task 0: train() (LightCL.py:82-91)
+            output = ctx.model(x)
+            loss = F.cross_entropy(output[:, lo:lo + k], y - lo)
+            ctx.backward(loss)
+            return loss.detach()
+        beta, ratio = ctx.options.get("beta", 2e-4), ctx.options.get("ratio", 0.15)
+        stored = ctx.state["fs.batch"][:ctx.replay_batch]
+        out, maps = forward_with_maps(ctx.model, stored.clone())
+        reg = torch.sum(beta * ((ctx.state["fs.logits"] - out) ** 2))
+        for i, fm in enumerate(maps):
+            if ratio >= 1.0:
+                reg = reg + torch.sum(beta * ((ctx.state[f"fs.map{i}"] - fm) ** 2))
+            else:
+                mask = ctx.state[f"fs.mask{i}"].view(-1, 1, 1).expand_as(fm)
+                reg = reg + torch.sum(beta * ((fm - ctx.state[f"fs.map{i}"]).mul_(mask)) ** 2)
+        output2, maps2 = forward_with_maps(ctx.model, x)
+        loss = F.cross_entropy(output2[:, lo:lo + k], y - lo) + reg
+        torch.isnan(reg).any()
+        ctx.backward(loss)
+        return loss.detach()
+
+    def works(self, s: Scenario) -> list[Work]:
+        batch = self.codebase.evaluation.batch_size or s.batch_size
+        return [Work("evaluation during a task", batch, _evaluate),
+                Work("evaluation at a task's end", batch, _positions_then_evaluate,
+                     prepared=False),
+                Work("evaluation at the first task's end", batch, _positions_then_evaluate,
+                     variant="first", prepared=False)]
+
+
+def _evaluate(ctx: StepContext, x: torch.Tensor) -> None:
+    """test() (LightCL.py:94-104): eval mode, grad enabled, the previous batch's
+    outputs replaced when the next forward returns."""
+    ctx.model.eval()
+    out, maps = forward_with_maps(ctx.model, x)
+    out, maps = forward_with_maps(ctx.model, x)  # noqa: F841
+
+
+def _positions_then_evaluate(ctx: StepContext, x: torch.Tensor) -> None:
+    """LightCL.py:178-199: a batch's maps in train mode with grad (graph kept), then test()."""
+    ctx.model.train()
+    kept, maps = forward_with_maps(ctx.model, x)
+    maps = [m.detach() for m in maps]
+    _evaluate(ctx, x)
+    del kept, maps

@@ -11,7 +11,11 @@ What is recorded, and how, matters for every number costcl predicts:
   into placeholders (``saved_tensors_hooks``), so autograd does not extend their
   lives during the trace and the liveness above stays the program's own; the
   placeholders are unpacked once afterwards to learn which node holds what;
-* where the step calls ``backward()``: the call is recorded, not run.
+* where the step calls ``backward()``: the call is recorded, not run;
+* graphs the step builds and never back-propagates (a forward run with grad
+  enabled whose output is kept, as LightCL's repository does at a task's start
+  and in its evaluation): what they saved stays alive while their output does;
+* where a method's ``prepare`` (work before the step) ends.
 
 All parameters of the trained model require grad while tracing, so the graph is
 the full one; a configuration with frozen layers is a subgraph chosen later by
@@ -32,6 +36,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from costmodel import flops as flop_table
 from costmodel.trace.records import (
+    KeptRoot,
     ModuleFact,
     NodeFact,
     OpFact,
@@ -42,7 +47,20 @@ from costmodel.trace.records import (
     fit,
 )
 
-BackwardHook = Callable[[torch.Tensor], None]
+class BackwardHook:
+    """What a traced step calls instead of ``loss.backward()`` (and to mark its prologue)."""
+
+    def __init__(self, on_backward: Callable[[torch.Tensor], None],
+                 on_prologue: Callable[[], None] = lambda: None) -> None:
+        self._on_backward, self._on_prologue = on_backward, on_prologue
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self._on_backward(loss)
+
+    def prologue_done(self) -> None:
+        """Everything traced so far ran before the step (no FLOPs, never carried)."""
+        self._on_prologue()
+
 ROOT = "<model>"
 """Name of the trained model itself (functional ops in its own forward)."""
 STEP = "<step>"
@@ -108,6 +126,9 @@ class _RawTrace:
     storages: list[_RawStorage] = field(default_factory=list)
     nodes: list[_RawNode] = field(default_factory=list)
     segments: list[tuple[int, int]] = field(default_factory=list)
+    prologue_ops: int = 0
+    outputs: list[tuple[object, int]] = field(default_factory=list)
+    """(grad_fn, storage id) of every output of the trained model."""
     module_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     model_calls: int = 0
 
@@ -217,7 +238,8 @@ def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
     return nodes, index
 
 
-def _trace_once(factory: SetupFactory, batch: int, replay: int) -> tuple[_RawTrace, TraceSetup]:
+def _trace_once(factory: SetupFactory, batch: int, replay: int,
+                forward_only: bool = False) -> tuple[_RawTrace, TraceSetup]:
     roots: list[tuple[int, torch.Tensor]] = []
     rec_box: list[_Recorder] = []
 
@@ -226,7 +248,11 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int) -> tuple[_RawTra
             raise RuntimeError("backward() on a tensor with no graph")
         roots.append((len(rec_box[0].raw.ops), loss))
 
-    setup = factory(batch, replay, backward)
+    def prologue_done() -> None:
+        raw = rec_box[0].raw
+        raw.prologue_ops, raw.model_calls = len(raw.ops), 0
+
+    setup = factory(batch, replay, BackwardHook(backward, prologue_done))
     model = setup.model
     module_names = {id(m): name or ROOT for name, m in model.named_modules()}
     module_stack: list[str] = []
@@ -246,6 +272,10 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int) -> tuple[_RawTra
         if name is None:
             return
         module_stack.pop()
+        if mod is model:
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                    rec.raw.outputs.append((t.grad_fn, rec.sid_of(t)))
         if name not in shapes:
             first_in = next((a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)), None)
             first_out = next((a for a in tree_flatten(out)[0] if isinstance(a, torch.Tensor)), None)
@@ -279,10 +309,12 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int) -> tuple[_RawTra
         rec.finished = True
         h1.remove()
         h2.remove()
-    if not roots:
+    if not roots and not forward_only:
         raise RuntimeError("the traced step never called backward()")
     raw = rec.raw
-    raw.nodes, index = _walk_graph([loss.grad_fn for _, loss in roots], unpacked, leaf_names)
+    raw.nodes, index = _walk_graph([loss.grad_fn for _, loss in roots]
+                                   + [fn for fn, _ in raw.outputs], unpacked, leaf_names)
+    raw.outputs = [(index[fn], sid) for fn, sid in raw.outputs]
     raw.segments = [(after - 1, index[loss.grad_fn]) for after, loss in roots]
     for op in raw.ops:  # resolve gradient sources to node indices, dropping the objects
         op.grad_sources = tuple(index.get(src) if src is not None else None
@@ -293,8 +325,10 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int) -> tuple[_RawTra
 
 
 def trace_step(factory: SetupFactory, *, replay: bool = False,
-               base: tuple[int, int] = (2, 2)) -> StepTrace:
+               base: tuple[int, int] = (2, 2), forward_only: bool = False) -> StepTrace:
     """Trace a step at ``base`` sizes and one more sample of each batch it uses.
+
+    ``forward_only``: work with no ``backward()`` (an evaluation pass).
 
     The trained model's ``requires_grad`` flags are set for the trace and
     restored afterwards; it is put in training mode as a real step would be.
@@ -304,7 +338,7 @@ def trace_step(factory: SetupFactory, *, replay: bool = False,
     raws = []
     setup = None
     for b, r in points:
-        raw, setup = _with_all_trainable(factory, b, r)
+        raw, setup = _with_all_trainable(factory, b, r, forward_only)
         raws.append(raw)
     if not replay:
         raws.append(raws[0])
@@ -312,7 +346,8 @@ def trace_step(factory: SetupFactory, *, replay: bool = False,
     return _combine(setup, raws, b0, r0)
 
 
-def _with_all_trainable(factory: SetupFactory, b: int, r: int) -> tuple[_RawTrace, TraceSetup]:
+def _with_all_trainable(factory: SetupFactory, b: int, r: int,
+                        forward_only: bool = False) -> tuple[_RawTrace, TraceSetup]:
     box: list[TraceSetup] = []
 
     def wrapped(bb: int, rr: int, hook: BackwardHook) -> TraceSetup:
@@ -336,7 +371,7 @@ def _with_all_trainable(factory: SetupFactory, b: int, r: int) -> tuple[_RawTrac
         setup.run = run
         return setup
 
-    return _trace_once(wrapped, b, r)
+    return _trace_once(wrapped, b, r, forward_only)
 
 
 def _combine(setup: TraceSetup, raws: list[_RawTrace], b0: int, r0: int) -> StepTrace:
@@ -357,9 +392,11 @@ def _combine(setup: TraceSetup, raws: list[_RawTrace], b0: int, r0: int) -> Step
     ]
     ops = []
     zero = (0, 0, 0)
-    for o1, o2, o3 in zip(r1.ops, r2.ops, r3.ops):
+    for k, (o1, o2, o3) in enumerate(zip(r1.ops, r2.ops, r3.ops)):
         fwd, grads, kind, excess = zero, (zero,) * len(o1.inputs), "", zero
-        if o1.flops is not None:
+        if k < r1.prologue_ops:  # done before the step: it costs the step no FLOPs
+            o1.elementwise = o2.elementwise = o3.elementwise = 0
+        elif o1.flops is not None:
             fwd = lin(o1.flops.forward, o2.flops.forward, o3.flops.forward)
             grads = tuple(lin(a, b, c) for a, b, c in
                           zip(o1.flops.grads, o2.flops.grads, o3.flops.grads))
@@ -387,6 +424,8 @@ def _combine(setup: TraceSetup, raws: list[_RawTrace], b0: int, r0: int) -> Step
     return StepTrace(
         ops=ops, storages=storages, nodes=nodes,
         segments=[Segment(after, root) for after, root in r1.segments],
+        prologue_ops=r1.prologue_ops,
+        kept_roots=[KeptRoot(node, sid) for node, sid in dict(r1.outputs).items()],
         param_sids={s.owner: i for i, s in enumerate(storages) if s.kind is StorageKind.PARAM},
         param_numel={n: p.numel() for n, p in params.items()},
         param_bytes={n: p.numel() * p.element_size() for n, p in params.items()},

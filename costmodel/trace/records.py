@@ -149,3 +149,20 @@ class StepTrace:
     """How many times the step ran the trained model's forward."""
     module_shapes: dict[str, tuple[tuple[Lin, ...], tuple[Lin, ...]]] = field(default_factory=dict)
     """First input and output shape of each module; each dim a :data:`Lin`."""
+    prologue_ops: int = 0
+    """Ops before this index are work the code did before the step (a method's
+    ``prepare``: LightCL's reference forward at the task's start).  Their results
+    are alive through the step; they count no FLOPs and are never carried over."""
+    kept_roots: list[KeptRoot] = field(default_factory=list)
+    """Outputs of the trained model whose graph no ``backward()`` runs: the graph
+    keeps what it saved for as long as the output is referenced."""
+
+
+@dataclass(slots=True)
+class KeptRoot:
+    """A model output with a graph that is never back-propagated in the step."""
+
+    node: int
+    """Its ``grad_fn``'s index in :attr:`StepTrace.nodes`."""
+    sid: int
+    """Its storage: the graph lives as long as the program references it."""

@@ -1,0 +1,109 @@
+"""costcl's predictions beside the public code's own steps, measured on this CPU.
+
+    python benchmarks/public_code.py --lightcl PATH [--mammoth PATH] [--pycil PATH] [--json OUT]
+
+Each PATH is a local checkout of the public repository (INV-WZQ/LightCL,
+aimagelab/mammoth, G-U-N/PyCIL); nothing of theirs is committed here or
+downloaded.  Each case runs in its own process (the repositories' top-level
+module names clash) through the runner under benchmarks/public/, which drives
+the repository's own step on synthetic data and reads the plain run's peak from
+torch.profiler's memory events (op level: kernel scratch left out, as costcl
+counts) and its FLOPs from FlopCounterMode's formulas.  The prediction is
+``costcl estimate`` of the same scenario with ``--impl`` set to that codebase.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from costmodel import Scenario  # noqa: E402
+from costmodel.estimation import estimate  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Case:
+    codebase: str
+    label: str
+    runner_args: tuple[str, ...]
+    scenario: Scenario
+    run_peak: bool = False
+
+
+def lightcl_cases() -> list[Case]:
+    return [Case("lightcl", "lightcl dense", (), Scenario(method="lightcl", impl="lightcl"), True),
+            Case("lightcl", "lightcl sparse", ("--sparse",),
+                 Scenario(method="lightcl", impl="lightcl", sparsity=0.9), True)]
+
+
+RUNNERS = {"lightcl": "lightcl_repo.py", "mammoth": "mammoth_repo.py", "pycil": "pycil_repo.py"}
+CASES = {"lightcl": lightcl_cases}
+
+
+def measure(case: Case, checkout: Path, flops: bool) -> dict:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "public" / RUNNERS[case.codebase]),
+           "--checkout", str(checkout), *case.runner_args] + (["--flops"] if flops else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{case.label}: the runner failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def pct(pred: int, meas: int) -> str:
+    return f"{100 * (pred - meas) / meas:+.3f}%"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name in RUNNERS:
+        ap.add_argument(f"--{name}", type=Path, help=f"local checkout of the {name} codebase")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    a = ap.parse_args()
+    rows = []
+    print(f"{'case':<18} {'measured MiB':>13} {'costcl MiB':>11} {'error':>9}   "
+          f"{'fwd FLOPs':>16} {'bwd FLOPs':>16} flops")
+    for codebase, cases in CASES.items():
+        checkout = getattr(a, codebase)
+        if checkout is None:
+            continue
+        for case in cases():
+            mem, fl = measure(case, checkout, False), measure(case, checkout, True)
+            e = estimate(case.scenario)
+            row = {"case": case.label, "impl": e.scenario.impl, "commit": mem["commit"],
+                   "measured_step_peak_bytes": mem["step_peak_op_level_bytes"],
+                   "measured_step_peak_with_scratch_bytes": mem["step_peak_with_scratch_bytes"],
+                   "predicted_step_peak_bytes": e.memory.peak_bytes,
+                   "measured_forward_flops": fl["forward_flops"],
+                   "measured_backward_flops": fl["backward_flops"],
+                   "predicted_forward_flops": e.step.forward_flops,
+                   "predicted_backward_flops": e.step.backward_flops}
+            flops_ok = (fl["forward_flops"], fl["backward_flops"]) == \
+                (e.step.forward_flops, e.step.backward_flops)
+            print(f"{case.label + ' step':<18} {mem['step_peak_op_level_bytes'] / 2**20:>13.2f} "
+                  f"{e.memory.peak_bytes / 2**20:>11.2f} "
+                  f"{pct(e.memory.peak_bytes, mem['step_peak_op_level_bytes']):>9}   "
+                  f"{fl['forward_flops']:>16,} {fl['backward_flops']:>16,} "
+                  f"{'equal' if flops_ok else 'DIFFER'}")
+            if case.run_peak:
+                row |= {"measured_run_peak_bytes": mem["run_peak_op_level_bytes"],
+                        "predicted_run_peak_bytes": e.memory.run_peak_bytes,
+                        "predicted_run_peak_where": e.memory.run_peak_where}
+                print(f"{case.label + ' run':<18} {mem['run_peak_op_level_bytes'] / 2**20:>13.2f} "
+                      f"{e.memory.run_peak_bytes / 2**20:>11.2f} "
+                      f"{pct(e.memory.run_peak_bytes, mem['run_peak_op_level_bytes']):>9}   "
+                      f"(at {e.memory.run_peak_where})")
+            rows.append(row)
+    if a.json:
+        tmp = a.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows, indent=2))
+        tmp.replace(a.json)
+
+
+if __name__ == "__main__":
+    main()
