@@ -42,8 +42,18 @@ def lightcl_cases() -> list[Case]:
                  Scenario(method="lightcl", impl="lightcl", sparsity=0.9), True)]
 
 
+def mammoth_cases() -> list[Case]:
+    """Mammoth's sgd, er, der, derpp, ewc_on, lwf on seq-cifar10, batch 32, buffer 500."""
+    return []
+
+
+def pycil_cases() -> list[Case]:
+    """PyCIL's icarl, wa, replay, der, memo on CIFAR-100 B0Inc10, batch 128, at the last task."""
+    return []
+
+
 RUNNERS = {"lightcl": "lightcl_repo.py", "mammoth": "mammoth_repo.py", "pycil": "pycil_repo.py"}
-CASES = {"lightcl": lightcl_cases}
+CASES = {"lightcl": lightcl_cases, "mammoth": mammoth_cases, "pycil": pycil_cases}
 
 
 def measure(case: Case, checkout: Path, flops: bool) -> dict:

@@ -67,6 +67,9 @@ class TraceContext:
     def backward(self, loss: torch.Tensor) -> None:
         self._backward(loss)
 
+    def zero_grad(self) -> None:
+        self._backward.zero_grad()
+
     def replay(self, n: int) -> dict[str, torch.Tensor]:
         return sample_exemplars(self._buffer, n, self._dtype)
 

@@ -29,7 +29,8 @@ class TrainContext:
                  dtype: torch.dtype = torch.float32, tasks: int = 1, classes: int = 10,
                  variant: str = "main", options: Mapping[str, Any] | None = None,
                  replay_batch: int = 0, observer: BackwardObserver | None = None,
-                 inputs: Mapping[str, torch.Tensor] | None = None) -> None:
+                 inputs: Mapping[str, torch.Tensor] | None = None,
+                 zero_grad: Any = None) -> None:
         self.model, self.task, self.state = model, task, dict(state or {})
         self.buffer = dict(buffer or {})
         self.dtype, self.tasks, self.classes = dtype, tasks, classes
@@ -38,6 +39,7 @@ class TrainContext:
         self.observer = observer
         self.keep: dict[str, torch.Tensor] = {}
         self.inputs = dict(inputs or {})
+        self._zero_grad = zero_grad
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.observer is not None:
@@ -45,6 +47,11 @@ class TrainContext:
         loss.backward()
         if self.observer is not None:
             self.observer.after_backward()
+
+    def zero_grad(self) -> None:
+        """The optimizer's zero_grad, where the method's code calls it."""
+        if self._zero_grad is not None:
+            self._zero_grad(set_to_none=True)
 
     def replay(self, n: int) -> dict[str, torch.Tensor]:
         if not self.buffer:

@@ -53,7 +53,8 @@ class StepRunner:
     """Stored state and teachers' tensors, for trackers to register."""
 
     def step(self) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
+        if not self.method.zeroes_grad_in_step:
+            self.optimizer.zero_grad(set_to_none=True)
         with anomaly(self.method, self.context.variant):
             loss = self.method.step(self.context, self.x, self.y)
         self.optimizer.step()
@@ -134,6 +135,7 @@ def build_runner(s: Scenario, device: str = "cpu", variant: str = "main", seed: 
     k = s.classes // s.tasks  # labels from the current task's classes
     y = torch.randint((seen - 1) * k, seen * k, (s.batch_size,), generator=gen, device=device)
     opt = build_optimizer(s.optimizer, net.parameters())
+    ctx._zero_grad = opt.zero_grad
     return StepRunner(s, method, net, opt, ctx, x, y, trainable, extra)
 
 

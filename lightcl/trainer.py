@@ -251,8 +251,10 @@ class Trainer:
                 buffer = self.memory.views()
                 ctx = TrainContext(self.net, task, self.state, buffer, s.torch_dtype, s.tasks,
                                    s.classes, phase.variant, s.options,
-                                   replay if buffer or method.replay_is_buffer else 0)
-                opt.zero_grad(set_to_none=True)
+                                   replay if buffer or method.replay_is_buffer else 0,
+                                   zero_grad=opt.zero_grad)
+                if not method.zeroes_grad_in_step:
+                    opt.zero_grad(set_to_none=True)
                 loss = method.step(ctx, x, y)
                 opt.step()
                 method.after_step(run)

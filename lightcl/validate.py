@@ -117,7 +117,8 @@ def measure_cpu_peak(s: Scenario, fake: bool = False) -> dict[str, Any]:
         with tracker.mode:
             for _ in range(2):
                 tracker.phase = "forward"
-                r.optimizer.zero_grad(set_to_none=True)
+                if not r.method.zeroes_grad_in_step:
+                    r.optimizer.zero_grad(set_to_none=True)
                 with anomaly(r.method, r.context.variant) if not fake else contextlib.nullcontext():
                     r.method.step(r.context, r.x, r.y)
                 tracker.phase = "optimizer"

@@ -123,6 +123,13 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     # What the loop still holds from the previous step (what the step returned)
     # is replaced only when this step returns.
     mem.add(ACTS, tuple(carried))
+    # A step that zeroes its gradients itself holds the previous step's until then.
+    previous_grads, zero_grad_after = (0, 0, 0), -1
+    if trace.zero_grad_at:  # the gradients that the previous step's backward made
+        previous_grads = (sum(size(n.slot_bytes[0])[0] for i, n in enumerate(trace.nodes)
+                              if n.leaf is not None and sel.active[i]), 0, 0)
+        mem.add(GRADS, previous_grads)
+        zero_grad_after = trace.zero_grad_at - 1
     nodes = trace.nodes
     active = sel.active
     has_grad: set[str] = set()
@@ -164,6 +171,8 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                     mem.add(ACTS, nbytes[sid], -1)
             for sid in kept_until.get(i, ()):  # an unexecuted graph's last output is gone
                 let_go(sid)
+            if i == zero_grad_after:
+                mem.add(GRADS, previous_grads, -1)
 
     def backward(root: int, deps_in: tuple[int, ...]) -> None:
         deps = list(deps_in)

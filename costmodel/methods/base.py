@@ -134,6 +134,12 @@ class StepContext(Protocol):
 
     def backward(self, loss: torch.Tensor) -> None: ...
 
+    def zero_grad(self) -> None:
+        """For a method with ``zeroes_grad_in_step``: where its code calls
+        ``optimizer.zero_grad()`` (PyCIL: after the forward).  Until then the previous
+        step's gradients stay allocated."""
+        ...
+
     inputs: Mapping[str, torch.Tensor]
     """What the loader hands the step beside ``x`` and ``y`` (:meth:`Method.batch_inputs`)."""
 
@@ -220,6 +226,8 @@ class Method:
     enter) or 'per-class' (PyCIL: an even share per seen class after each task)."""
     reservoir: ClassVar[tuple[str, ...]] = ()
     """What a reservoir keeps of each batch: 'x', 'y', 'logits'."""
+    zeroes_grad_in_step: ClassVar[bool] = False
+    """The step calls ``ctx.zero_grad()`` itself; otherwise gradients are zeroed before it."""
     trains: ClassVar[bool] = True
     """Does ``costcl train`` run it (its between-task work is written)?"""
 

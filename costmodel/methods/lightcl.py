@@ -354,6 +354,20 @@ class LightCLRepository(LightCL):
         ctx.backward(loss)
         return loss.detach()
 
+    def begin_task(self, run: TaskRun) -> None:
+        """The trainer's side of LightCL.py:168-173: keep the task's first batch, then
+        :meth:`prepare` the references from its first ``buffer_size`` samples."""
+        if run.task == 0:
+            super().begin_task(run)
+            return
+        x, y = next(iter(run.batches()))
+        run.state["fs.batch"], run.state["fs.batch_labels"] = x, y
+        for i, (c, _, _) in enumerate(map_shapes(run.scenario.model, tuple(run.scenario.input_shape),
+                                                  run.scenario.classes)):
+            run.state.setdefault(f"fs.mask{i}", torch.ones(c, dtype=torch.bool, device=x.device))
+        ctx = _PrepareContext(run.net, run.state, run.scenario.buffer_size)
+        self.prepare(ctx)
+
     def works(self, s: Scenario) -> list[Work]:
         batch = self.codebase.evaluation.batch_size or s.batch_size
         return [Work("evaluation during a task", batch, _evaluate),
@@ -361,6 +375,13 @@ class LightCLRepository(LightCL):
                      prepared=False),
                 Work("evaluation at the first task's end", batch, _positions_then_evaluate,
                      variant="first", prepared=False)]
+
+
+class _PrepareContext:
+    """What :meth:`LightCLRepository.prepare` reads and writes, over the trainer's state."""
+
+    def __init__(self, model: nn.Module, state: dict, replay_batch: int) -> None:
+        self.model, self.state, self.replay_batch = model, state, replay_batch
 
 
 def _evaluate(ctx: StepContext, x: torch.Tensor) -> None:

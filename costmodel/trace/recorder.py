@@ -51,8 +51,10 @@ class BackwardHook:
     """What a traced step calls instead of ``loss.backward()`` (and to mark its prologue)."""
 
     def __init__(self, on_backward: Callable[[torch.Tensor], None],
-                 on_prologue: Callable[[], None] = lambda: None) -> None:
+                 on_prologue: Callable[[], None] = lambda: None,
+                 on_zero_grad: Callable[[], None] = lambda: None) -> None:
         self._on_backward, self._on_prologue = on_backward, on_prologue
+        self._on_zero_grad = on_zero_grad
 
     def __call__(self, loss: torch.Tensor) -> None:
         self._on_backward(loss)
@@ -60,6 +62,10 @@ class BackwardHook:
     def prologue_done(self) -> None:
         """Everything traced so far ran before the step (no FLOPs, never carried)."""
         self._on_prologue()
+
+    def zero_grad(self) -> None:
+        """The step lets go of the previous step's gradients here (not before it)."""
+        self._on_zero_grad()
 
 ROOT = "<model>"
 """Name of the trained model itself (functional ops in its own forward)."""
@@ -127,6 +133,7 @@ class _RawTrace:
     nodes: list[_RawNode] = field(default_factory=list)
     segments: list[tuple[int, int]] = field(default_factory=list)
     prologue_ops: int = 0
+    zero_grad_at: int | None = None
     outputs: list[tuple[object, int]] = field(default_factory=list)
     """(grad_fn, storage id) of every output of the trained model."""
     module_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
@@ -252,7 +259,10 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
         raw = rec_box[0].raw
         raw.prologue_ops, raw.model_calls = len(raw.ops), 0
 
-    setup = factory(batch, replay, BackwardHook(backward, prologue_done))
+    def zero_grad() -> None:
+        rec_box[0].raw.zero_grad_at = len(rec_box[0].raw.ops)
+
+    setup = factory(batch, replay, BackwardHook(backward, prologue_done, zero_grad))
     model = setup.model
     module_names = {id(m): name or ROOT for name, m in model.named_modules()}
     module_stack: list[str] = []
@@ -425,6 +435,7 @@ def _combine(setup: TraceSetup, raws: list[_RawTrace], b0: int, r0: int) -> Step
         ops=ops, storages=storages, nodes=nodes,
         segments=[Segment(after, root) for after, root in r1.segments],
         prologue_ops=r1.prologue_ops,
+        zero_grad_at=r1.zero_grad_at,
         kept_roots=[KeptRoot(node, sid) for node, sid in dict(r1.outputs).items()],
         param_sids={s.owner: i for i, s in enumerate(storages) if s.kind is StorageKind.PARAM},
         param_numel={n: p.numel() for n, p in params.items()},

@@ -153,6 +153,9 @@ class StepTrace:
     """Ops before this index are work the code did before the step (a method's
     ``prepare``: LightCL's reference forward at the task's start).  Their results
     are alive through the step; they count no FLOPs and are never carried over."""
+    zero_grad_at: int | None = None
+    """Where the step calls ``ctx.zero_grad()`` (PyCIL: after the forward): the previous
+    step's gradients are alive until the op before it.  ``None``: zeroed before the step."""
     kept_roots: list[KeptRoot] = field(default_factory=list)
     """Outputs of the trained model whose graph no ``backward()`` runs: the graph
     keeps what it saved for as long as the output is referenced."""
