@@ -14,7 +14,7 @@ def scenario_line(e: Estimate) -> str:
     s = e.scenario
     replay = f", replay {s.replay_batch}" if s.replay_batch else ""
     frozen = f", {e.trainable_params:,} of {e.total_params:,} parameters train"
-    return (f"{s.method} on {s.model}, {s.dataset} {tuple(s.input_shape)}, batch {s.batch_size}"
+    return (f"{s.method}@{s.impl} on {s.model}, {s.dataset} {tuple(s.input_shape)}, batch {s.batch_size}"
             f"{replay}, {s.optimizer}, {s.dtype}, {s.device}{frozen}")
 
 
@@ -45,6 +45,11 @@ def estimate_table(e: Estimate, console: Console, layers: bool = False) -> None:
             m.add_row(key.replace("_", " "), mib(value), share)
     m.add_row("[bold]peak[/bold]", f"[bold]{mib(e.memory.peak_bytes)}[/bold]", "100%")
     console.print(m)
+    if e.convention == "runtime":
+        console.print(f"Whole run: [bold]{mib(e.memory.run_peak_bytes)} MiB[/bold] at "
+                      f"{e.memory.run_peak_where}"
+                      + (f"; kept on the host: {mib(e.memory.host_bytes)} MiB"
+                         if e.memory.host_bytes else ""))
     for note in e.notes:
         console.print(f"[dim]note: {note}[/dim]")
     if layers and e.layers:

@@ -71,6 +71,8 @@ ROOT = "<model>"
 """Name of the trained model itself (functional ops in its own forward)."""
 STEP = "<step>"
 """Ops outside any module: the loss, the replay sampling."""
+BACKWARD_MARK = "<backward>"
+"""A no-op the trace inserts where the step calls ``backward()``."""
 
 
 @dataclass
@@ -253,7 +255,11 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
     def backward(loss: torch.Tensor) -> None:
         if loss.grad_fn is None:
             raise RuntimeError("backward() on a tensor with no graph")
-        roots.append((len(rec_box[0].raw.ops), loss))
+        ops = rec_box[0].raw.ops
+        roots.append((len(ops), loss))
+        # A marker op: what the program lets go of after backward() and before its
+        # next op dies after the backward, not before it.
+        ops.append(_RawOp(BACKWARD_MARK, STEP, (), (), None, 0))
 
     def prologue_done() -> None:
         raw = rec_box[0].raw
