@@ -104,7 +104,7 @@ def test_main_readme_command():
 
 METHOD_BAD = [
     (["estimate", "--method", "derp"], "unknown method 'derp'; did you mean der"),
-    (["estimate", "--method", "ewc", "--option", "beta=1"], "method 'ewc' takes no option 'beta'"),
+    (["estimate", "--method", "ewc", "--option", "beta=1"], "takes no option 'beta'; it takes:"),
     (["estimate", "--method", "lightcl", "--sparsity", "1.2"], "sparsity must be in [0, 1)"),
     (["estimate", "--method", "er", "--buffer-size", "-1"], "buffer-size must be a whole number >= 0"),
     (["estimate", "--method", "er", "--replay-batch", "-3"], "replay-batch must be a whole number >= 0"),

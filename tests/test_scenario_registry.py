@@ -86,5 +86,5 @@ def test_scenario_validation(kwargs, msg):
 
 
 def test_unknown_method_option_names_the_valid_ones():
-    with pytest.raises(CostclError, match="method 'sgd' takes no option 'beta'"):
+    with pytest.raises(CostclError, match=r"method 'sgd' \(--impl [a-z]+\) takes no option 'beta'"):
         methods.resolve(Scenario(options={"beta": 1}))

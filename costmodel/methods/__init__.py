@@ -80,7 +80,8 @@ def resolve(s: Scenario) -> Scenario:
     unknown = sorted(set(s.options) - set(method.options))
     if unknown:
         takes = ", ".join(method.options) or "no options"
-        raise CostclError(f"method {method.name!r} takes no option {unknown[0]!r}; it takes: {takes}")
+        raise CostclError(f"method {method.name!r} (--impl {method.impl}) takes no option "
+                          f"{unknown[0]!r}; it takes: {takes}")
     if s.setting not in method.settings:
         raise CostclError(f"method {method.name!r} cannot run under {s.setting} evaluation "
                           f"({method.settings_why}); use --setting {method.settings[0]}")

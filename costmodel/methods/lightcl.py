@@ -286,6 +286,9 @@ class LightCLRepository(LightCL):
 
     impl = "lightcl"
     codebase = LIGHTCL_REPO
+    options = {k: LightCL.options[k] for k in ("beta", "ratio")} | {
+        "warmup": Option(False, "train the whole model on the first task: the repository's "
+                         "--pretrain switch turned off (LightCL.py:75, 237)")}
     cites = ("LightCL.py:75-80", "LightCL.py:117-148", "LightCL.py:168-185",
              "LightCL.py:202-220", "prune.py:228-254", "models.py:59-68", "models.py:111-134")
 
