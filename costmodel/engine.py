@@ -236,7 +236,8 @@ def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
     seen = tasks_seen(s, variant)
     with torch.device("meta"):  # layers a method adds (new heads) land on meta too
         net = method.network(s, build, seen)
-        teacher_nets = [method.network(s, build, seen) for _ in range(method.teachers(s, variant))]
+        teacher_nets = [method.teacher_network(s, build, seen)
+                        for _ in range(method.teachers(s, variant))]
     for t in teacher_nets:  # a frozen copy in eval mode, as PyCIL's freeze() leaves it
         t.requires_grad_(False)
         t.eval()

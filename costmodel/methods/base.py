@@ -236,6 +236,11 @@ class Method:
         """The module that trains at a task; most methods train the plain model."""
         return build()
 
+    def teacher_network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:
+        """A frozen copy kept for distillation (:meth:`teachers`): by default the network
+        itself; a codebase whose classifier grows copies the previous task's."""
+        return self.network(s, build, tasks_seen)
+
     def trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str] | None:
         """Parameters that train (``None``: all of them)."""
         return None
