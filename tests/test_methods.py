@@ -117,22 +117,22 @@ def test_lightcl_tinyimagenet_defaults():
 
 @pytest.mark.parametrize("method", ["icarl", "wa"])
 def test_distillation_learners_run_a_teacher_on_the_mixed_data(method):
-    e = est(method)
+    e = est(method, impl="costcl")
     s = e.scenario
     assert (s.model, s.dataset, s.batch_size, s.optimizer, s.buffer_size) == (
         "resnet32-cifar", "cifar100", 128, "sgd-momentum", 2000)
     assert bd(e)["buffer"] == 2000 * (IMG_U8 + 8)
     later = e.run.phases[1]
     assert (later.images, later.epochs, e.run.phases[0].epochs) == (5000 + 2000, 170, 200)
-    plain = est("replay")
+    plain = est("replay", impl="costcl")
     assert e.step.forward_flops == 2 * plain.step.forward_flops
     assert plain.run.phases[1].epochs == 70
 
 
 def test_der_expand_runs_every_backbone_and_trains_the_newest():
-    e = est("der-expand")
+    e = est("der-expand", impl="costcl")
     assert e.trainable_params == 463_504 + 640 * 100 + 100 + 64 * 11 + 11
-    one = est("replay")
+    one = est("replay", impl="costcl")
     # ten backbones forward, one backward (plus the wider classifier)
     assert e.step.forward_flops > 9.9 * one.step.forward_flops
 
