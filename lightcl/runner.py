@@ -119,8 +119,10 @@ def build_runner(s: Scenario, device: str = "cpu", variant: str = "main", seed: 
     buffer, state = engine.split_state(stored, tensors)
     extra = list(tensors.values())
     for _ in range(method.teachers(s, variant)):
-        teacher = build_network(s, method, seen, device)  # deepcopy fails on fake tensors
-        teacher.load_state_dict(net.state_dict())
+        with torch.device(device):  # deepcopy fails on fake tensors: build it, as the engine does
+            teacher = method.teacher_network(
+                s, lambda: build_model(s.model, s.classes, s.input_shape[0], device, s.torch_dtype),
+                seen)
         teacher.requires_grad_(False).eval()
         state["teacher"] = teacher
         extra += list(teacher.parameters()) + list(teacher.buffers())
