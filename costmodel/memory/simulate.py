@@ -109,13 +109,17 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     dead: set[int] = set()
     dies_after: dict[int, list[int]] = {}
     carried = [0, 0, 0]
+    # Tensors the step assigned to .grad itself are gradients: not carried into the next
+    # step (its zero_grad frees them), and backward adds into them in place.
+    installed = {sid for _, _, sid in trace.installed_grads}
+    category = {sid: GRADS for sid in installed}
     for sid, s in enumerate(storages):
         if s.kind is not StorageKind.ACTIVATION:
             continue
         if s.last_use is None:
             # What a step returns is still held by the loop when the next step runs;
             # the prologue's results are made once, and work outside a step is not repeated.
-            if s.producer >= trace.prologue_ops and trace.segments:
+            if s.producer >= trace.prologue_ops and trace.segments and sid not in installed:
                 carried = [a + b for a, b in zip(carried, nbytes[sid])]
         else:
             dies_after.setdefault(s.last_use, []).append(sid)
@@ -157,18 +161,18 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
             return
         holders[sid] = left - 1
         if left == 1 and sid in dead:
-            mem.add(ACTS, nbytes[sid], -1)
+            mem.add(category.get(sid, ACTS), nbytes[sid], -1)
 
     def forward(first: int, last: int) -> None:
         for i in range(first, last + 1):
             op = trace.ops[i]
             for sid in op.outputs:
-                mem.add(ACTS, nbytes[sid])
+                mem.add(category.get(sid, ACTS), nbytes[sid])
             mem.checkpoint("forward", op.module or op.name)
             for sid in dies_after.get(i, ()):
                 dead.add(sid)
                 if not holders.get(sid):
-                    mem.add(ACTS, nbytes[sid], -1)
+                    mem.add(category.get(sid, ACTS), nbytes[sid], -1)
             for sid in kept_until.get(i, ()):  # an unexecuted graph's last output is gone
                 let_go(sid)
             if i == zero_grad_after:
@@ -266,6 +270,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     first = 0
     for k, seg in enumerate(trace.segments):
         forward(first, seg.after_op)
+        has_grad.update(name for at, name, _ in trace.installed_grads if at == k)
         if active[seg.root]:
             backward(seg.root, sel.dependencies[k])
         first = seg.after_op + 1

@@ -52,11 +52,14 @@ class BackwardHook:
 
     def __init__(self, on_backward: Callable[[torch.Tensor], None],
                  on_prologue: Callable[[], None] = lambda: None,
-                 on_zero_grad: Callable[[], None] = lambda: None) -> None:
+                 on_zero_grad: Callable[[], None] = lambda: None,
+                 on_grads_set: Callable[[], None] = lambda: None) -> None:
         self._on_backward, self._on_prologue = on_backward, on_prologue
         self._on_zero_grad = on_zero_grad
+        self._on_grads_set = on_grads_set
 
     def __call__(self, loss: torch.Tensor) -> None:
+        self._on_grads_set()  # gradients the step assigned itself, before this backward
         self._on_backward(loss)
 
     def prologue_done(self) -> None:
@@ -140,6 +143,8 @@ class _RawTrace:
     """(grad_fn, storage id) of every output of the trained model."""
     module_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     model_calls: int = 0
+    installed_grads: list[tuple[int, str, int]] = field(default_factory=list)
+    """(backward index, parameter, storage id) of each ``.grad`` the step assigned itself."""
 
 
 class _Placeholder:
@@ -268,7 +273,15 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
     def zero_grad() -> None:
         rec_box[0].raw.zero_grad_at = len(rec_box[0].raw.ops)
 
-    setup = factory(batch, replay, BackwardHook(backward, prologue_done, zero_grad))
+    def grads_set() -> None:
+        """A ``.grad`` the step assigned (backward never runs in the trace, so any is its own)."""
+        raw = rec_box[0].raw
+        known = {name for _, name, _ in raw.installed_grads}
+        for name, p in setup.model.named_parameters():
+            if p.grad is not None and name not in known:
+                raw.installed_grads.append((len(roots), name, rec_box[0].sid_of(p.grad)))
+
+    setup = factory(batch, replay, BackwardHook(backward, prologue_done, zero_grad, grads_set))
     model = setup.model
     module_names = {id(m): name or ROOT for name, m in model.named_modules()}
     module_stack: list[str] = []
@@ -325,6 +338,8 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
         rec.finished = True
         h1.remove()
         h2.remove()
+        for p in model.parameters():  # what the step assigned to .grad ends with the trace
+            p.grad = None
     if not roots and not forward_only:
         raise RuntimeError("the traced step never called backward()")
     raw = rec.raw
@@ -443,6 +458,7 @@ def _combine(setup: TraceSetup, raws: list[_RawTrace], b0: int, r0: int) -> Step
         prologue_ops=r1.prologue_ops,
         zero_grad_at=r1.zero_grad_at,
         kept_roots=[KeptRoot(node, sid) for node, sid in dict(r1.outputs).items()],
+        installed_grads=list(r1.installed_grads),
         param_sids={s.owner: i for i, s in enumerate(storages) if s.kind is StorageKind.PARAM},
         param_numel={n: p.numel() for n, p in params.items()},
         param_bytes={n: p.numel() * p.element_size() for n, p in params.items()},

@@ -159,6 +159,12 @@ class StepTrace:
     kept_roots: list[KeptRoot] = field(default_factory=list)
     """Outputs of the trained model whose graph no ``backward()`` runs: the graph
     keeps what it saved for as long as the output is referenced."""
+    installed_grads: list[tuple[int, str, int]] = field(default_factory=list)
+    """(segment, parameter, storage id) of each tensor the step itself assigned to a
+    parameter's ``.grad`` before that ``backward()`` (Mammoth's EWC installs its penalty
+    gradient as views into one flat vector): the storage is a gradient, not an
+    activation; backward adds into it in place; it outlives the step (freed by the
+    next step's zero_grad) without being carried into it."""
 
 
 @dataclass(slots=True)
