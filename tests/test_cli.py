@@ -85,7 +85,7 @@ def test_listings(costcl):
 
 
 def test_compare_json_is_a_list_of_estimates(costcl):
-    r = costcl("compare", "--methods", "sgd,lightcl@costcl,lightcl", "--json")
+    r = costcl("compare", "--methods", "sgd@costcl,lightcl@costcl,lightcl", "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert [row["scenario"]["method"] for row in rows] == ["sgd", "lightcl", "lightcl"]

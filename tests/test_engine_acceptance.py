@@ -19,7 +19,7 @@ CASES = [
 
 def _scenario(model, size, batch, train_from, optimizer="sgd"):
     return Scenario(model=model, input_size=size, num_classes=10, batch_size=batch,
-                    train_from=train_from, optimizer=optimizer)
+                    train_from=train_from, optimizer=optimizer, impl="costcl")
 
 
 @pytest.mark.parametrize("model,size,batch,freeze", CASES)

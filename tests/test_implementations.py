@@ -26,7 +26,7 @@ def test_lightcl_defaults_to_its_repository():
     assert methods.default_impl("lightcl") == "lightcl"
     assert list(methods.implementations("lightcl")) == ["costcl", "lightcl"]
     assert methods.resolve(Scenario(method="lightcl")).impl == "lightcl"
-    assert methods.resolve(Scenario(method="sgd")).impl == "costcl"
+    assert methods.resolve(Scenario(method="joint")).impl == "costcl"
 
 
 @pytest.mark.parametrize("run, sparsity", [("dense", 0.0), ("sparse", 0.9)])

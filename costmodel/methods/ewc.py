@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from costmodel.codebases.mammoth import MAMMOTH, loop_inputs
 from costmodel.methods.base import (Method, Option, PaperTerms, Phase, StepContext, Stored, TaskRun,
                                     first_then_later)
 from costmodel.scenario import Scenario
@@ -24,6 +25,7 @@ class EWC(Method):
     name = "ewc"
     summary = "online EWC: Fisher-weighted pull towards the previous weights"
     paper = "Schwarz et al., ICML 2018; Mammoth ewc_on"
+    reference_impl = "mammoth"
     options = {"lambda": Option(10.0, "penalty weight (e_lambda)"),
                "gamma": Option(1.0, "decay of the running Fisher")}
 
@@ -80,3 +82,55 @@ class EWC(Method):
                           note="the table counts one parameter-sized tensor for EWC; online EWC "
                                "keeps two (Fisher and anchor weights) and estimates the Fisher "
                                "over every image after each task, which the table does not count")
+
+
+class EWCMammoth(EWC):
+    """Mammoth's ``ewc_on`` (models/ewc_on.py:67-81): no penalty in the graph.  After
+    the forward, the penalty's gradient 2·λ·F·(θ − θ*) is computed in closed form on
+    flat parameter-sized vectors (ewc_on.py:67-68: λ·2·F, then ``get_params()`` - a
+    ``parameters_to_vector`` cat - minus the checkpoint, then the product: three
+    P-sized tensors at once at the subtraction) and installed as every parameter's
+    ``.grad``, views into the one product vector (backbone/__init__.py:138-150); the
+    backward of the plain cross-entropy then adds into those gradients in place.
+
+    Fisher and checkpoint are one flat float32 vector each (ewc_on.py:41-65), on the
+    device; the Fisher is estimated after each task from every image alone, as
+    costcl's step assumes.  The loop's un-augmented batch is an input of every step
+    (utils/training.py:100-106).
+    """
+
+    impl = "mammoth"
+    codebase = MAMMOTH
+    cites = ("models/ewc_on.py:41-81", "backbone/__init__.py:108-115",
+             "backbone/__init__.py:138-150", "utils/training.py:100-106")
+
+    def batch_inputs(self, s: Scenario, variant: str = "main") -> dict:
+        return loop_inputs(s)
+
+    def step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        outputs = ctx.model(x)
+        if "ewc.fisher" in ctx.state:  # self.checkpoint is not None
+            set_grads(ctx.model, self.penalty_grads(ctx))
+        loss = F.cross_entropy(outputs, y)
+        ctx.backward(loss)
+        return loss.detach()
+
+    @staticmethod
+    def penalty_grads(ctx: StepContext) -> torch.Tensor:
+        """get_penalty_grads (ewc_on.py:67-68), evaluated left to right as Python does."""
+        fish, checkpoint = ctx.state["ewc.fisher"], ctx.state["ewc.anchor"]
+        return ctx.options.get("lambda", 10.0) * 2 * fish * (get_params(ctx.model).data - checkpoint)
+
+
+def get_params(net: nn.Module) -> torch.Tensor:
+    """MammothBackbone.get_params (backbone/__init__.py:108-115): a new flat copy."""
+    return torch.nn.utils.parameters_to_vector(net.parameters())
+
+
+def set_grads(net: nn.Module, new_grads: torch.Tensor) -> None:
+    """MammothBackbone.set_grads (backbone/__init__.py:138-150): each parameter's
+    ``.grad`` becomes a view into the flat vector."""
+    progress = 0
+    for p in net.parameters():
+        p.grad = new_grads[progress:progress + p.numel()].view(p.size())
+        progress += p.numel()
