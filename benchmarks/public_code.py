@@ -43,8 +43,25 @@ def lightcl_cases() -> list[Case]:
 
 
 def mammoth_cases() -> list[Case]:
-    """Mammoth's sgd, er, der, derpp, ewc_on, lwf on seq-cifar10, batch 32, buffer 500."""
-    return []
+    """Mammoth's sgd, er, der, derpp, ewc_on, lwf on seq-cifar10, batch 32, buffer 500.
+
+    The runner measures the second step of task 1 with Mammoth's best-args weights (which
+    change neither memory nor FLOPs); costcl traces its steady step (the last task), which
+    differs only in the few [B, classes seen] tensors of LwF's loss.  LwF's stored logits
+    cover the task's training images: the runner's synthetic task has 64 (two batches),
+    so its scenario holds out all but 64 images per task (50,000 x 0.0064 / 5).
+    """
+    def case(name: str, method: str, **kw: object) -> Case:
+        s = Scenario(method=method, impl="mammoth", dataset="cifar10", batch_size=32, **kw)
+        return Case("mammoth", f"{name}@mammoth", ("--case", name), s)
+
+    rehearsal = {"buffer_size": 500, "replay_batch": 32}
+    return [case("sgd", "sgd"),
+            case("er", "er", **rehearsal),
+            case("der", "der", options={"alpha": 0.3}, **rehearsal),
+            case("derpp", "derpp", options={"alpha": 0.2, "beta": 0.5}, **rehearsal),
+            case("ewc_on", "ewc", options={"lambda": 10.0, "gamma": 1.0}),
+            case("lwf", "lwf", holdout=0.9936, options={"lamda": 3.0, "temperature": 2.0})]
 
 
 def pycil_cases() -> list[Case]:
