@@ -190,7 +190,7 @@ def test_packnet_owns_weights_by_task():
 
 @pytest.mark.parametrize("kwargs,msg", [
     (dict(method="lightcl", options={"bogus": 1}), "takes no option 'bogus'; it takes: beta, ratio"),
-    (dict(method="ewc", options={"beta": 1}), "method 'ewc' takes no option 'beta'"),
+    (dict(method="ewc", options={"beta": 1}), r"method 'ewc' \(--impl [a-z]*\) takes no option 'beta'"),
     (dict(method="lightcl", replay_batch=30), "set --buffer-size instead"),
     (dict(method="derp"), "unknown method 'derp'; did you mean der"),
 ])
