@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -35,17 +35,9 @@ from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakIdKeyDictionary
 
 from costmodel import flops as flop_table
-from costmodel.trace.records import (
-    KeptRoot,
-    ModuleFact,
-    NodeFact,
-    OpFact,
-    Segment,
-    StepTrace,
-    StorageFact,
-    StorageKind,
-    fit,
-)
+from costmodel.trace.combine import ROOT, RawNode, RawOp, RawStorage, RawTrace, combine
+from costmodel.trace.records import StepTrace, StorageKind
+
 
 class BackwardHook:
     """What a traced step calls instead of ``loss.backward()`` (and to mark its prologue)."""
@@ -70,8 +62,6 @@ class BackwardHook:
         """The step lets go of the previous step's gradients here (not before it)."""
         self._on_zero_grad()
 
-ROOT = "<model>"
-"""Name of the trained model itself (functional ops in its own forward)."""
 STEP = "<step>"
 """Ops outside any module: the loss, the replay sampling."""
 BACKWARD_MARK = "<backward>"
@@ -99,54 +89,6 @@ class TraceSetup:
 SetupFactory = Callable[[int, int, BackwardHook], TraceSetup]
 
 
-@dataclass
-class _RawStorage:
-    nbytes: int
-    kind: StorageKind
-    producer: int
-    owner: str
-    is_float: bool
-    last_use: int | None = None
-
-
-@dataclass
-class _RawOp:
-    name: str
-    module: str
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-    flops: flop_table.OpFlops | None
-    elementwise: int
-    grad_sources: tuple[object, ...] = ()
-    numel_in: int = 0
-    numel_out: int = 0
-
-
-@dataclass
-class _RawNode:
-    name: str
-    edges: tuple[tuple[int, int] | None, ...]
-    slot_bytes: tuple[int, ...]
-    saved: tuple[int, ...]
-    leaf: str | None
-
-
-@dataclass
-class _RawTrace:
-    ops: list[_RawOp] = field(default_factory=list)
-    storages: list[_RawStorage] = field(default_factory=list)
-    nodes: list[_RawNode] = field(default_factory=list)
-    segments: list[tuple[int, int]] = field(default_factory=list)
-    prologue_ops: int = 0
-    zero_grad_at: int | None = None
-    outputs: list[tuple[object, int]] = field(default_factory=list)
-    """(grad_fn, storage id) of every output of the trained model."""
-    module_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
-    model_calls: int = 0
-    installed_grads: list[tuple[int, str, int]] = field(default_factory=list)
-    """(backward index, parameter, storage id) of each ``.grad`` the step assigned itself."""
-
-
 class _Placeholder:
     """What autograd keeps instead of a saved tensor during the trace."""
 
@@ -159,7 +101,7 @@ class _Placeholder:
 class _Recorder(TorchDispatchMode):
     def __init__(self, module_stack: list[str]) -> None:
         super().__init__()
-        self.raw = _RawTrace()
+        self.raw = RawTrace()
         self._sid: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._refs: list[weakref.ref] = []
         self._modules = module_stack
@@ -174,7 +116,7 @@ class _Recorder(TorchDispatchMode):
             return sid
         sid = len(self.raw.storages)
         producer = len(self.raw.ops) if kind is StorageKind.ACTIVATION else -1
-        self.raw.storages.append(_RawStorage(
+        self.raw.storages.append(RawStorage(
             st.nbytes(), kind, producer, owner if owner is not None else self._module(),
             t.dtype.is_floating_point))
         self._sid[st] = sid
@@ -213,13 +155,13 @@ class _Recorder(TorchDispatchMode):
         in_numel = tensors_in[0].numel() if tensors_in else 0
         out_numel = max((t.numel() for t in tensors_out), default=0)
         ew = 0 if fl else flop_table.elementwise_flops(name, in_numel, out_numel)
-        self.raw.ops.append(_RawOp(name, self._module(), inputs, tuple(outputs), fl, ew, sources,
+        self.raw.ops.append(RawOp(name, self._module(), inputs, tuple(outputs), fl, ew, sources,
                                    in_numel, out_numel))
         return out
 
 
 def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
-                leaf_names: dict[int, str]) -> tuple[list[_RawNode], dict]:
+                leaf_names: dict[int, str]) -> tuple[list[RawNode], dict]:
     """Every node reachable from the roots, in creation (sequence) order."""
     seen: dict[torch.autograd.graph.Node, None] = {}
     stack = list(roots)
@@ -248,12 +190,12 @@ def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
             index[("leaf", id(n.variable))] = index[n]
         edges = tuple(None if fn is None else (index[fn], slot) for fn, slot in n.next_functions)
         slot_bytes = tuple(torch.Size(m.shape).numel() * m.dtype.itemsize for m in n._input_metadata)
-        nodes.append(_RawNode(n.name(), edges, slot_bytes, tuple(dict.fromkeys(unpacked)), leaf))
+        nodes.append(RawNode(n.name(), edges, slot_bytes, tuple(dict.fromkeys(unpacked)), leaf))
     return nodes, index
 
 
 def _trace_once(factory: SetupFactory, batch: int, replay: int,
-                forward_only: bool = False) -> tuple[_RawTrace, TraceSetup]:
+                forward_only: bool = False) -> tuple[RawTrace, TraceSetup]:
     roots: list[tuple[int, torch.Tensor]] = []
     rec_box: list[_Recorder] = []
 
@@ -264,7 +206,7 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
         roots.append((len(ops), loss))
         # A marker op: what the program lets go of after backward() and before its
         # next op dies after the backward, not before it.
-        ops.append(_RawOp(BACKWARD_MARK, STEP, (), (), None, 0))
+        ops.append(RawOp(BACKWARD_MARK, STEP, (), (), None, 0))
 
     def prologue_done() -> None:
         raw = rec_box[0].raw
@@ -374,11 +316,11 @@ def trace_step(factory: SetupFactory, *, replay: bool = False,
     if not replay:
         raws.append(raws[0])
     assert setup is not None
-    return _combine(setup, raws, b0, r0)
+    return combine(setup.model, setup.input_shape, setup.num_classes, raws, b0, r0)
 
 
 def _with_all_trainable(factory: SetupFactory, b: int, r: int,
-                        forward_only: bool = False) -> tuple[_RawTrace, TraceSetup]:
+                        forward_only: bool = False) -> tuple[RawTrace, TraceSetup]:
     box: list[TraceSetup] = []
 
     def wrapped(bb: int, rr: int, hook: BackwardHook) -> TraceSetup:
@@ -403,81 +345,3 @@ def _with_all_trainable(factory: SetupFactory, b: int, r: int,
         return setup
 
     return _trace_once(wrapped, b, r, forward_only)
-
-
-def _combine(setup: TraceSetup, raws: list[_RawTrace], b0: int, r0: int) -> StepTrace:
-    r1, r2, r3 = raws
-    for other in (r2, r3):
-        if [o.name for o in r1.ops] != [o.name for o in other.ops] or \
-                len(r1.nodes) != len(other.nodes) or len(r1.storages) != len(other.storages):
-            raise RuntimeError("the step runs different ops at different batch sizes; costcl "
-                               "needs a step whose structure does not depend on the batch")
-
-    def lin(a: int, b: int, c: int):
-        return fit(a, b, c, 1, 1, b0, r0)
-
-    storages = [
-        StorageFact(lin(s1.nbytes, s2.nbytes, s3.nbytes), s1.kind, s1.producer, s1.last_use,
-                    s1.owner, s1.is_float)
-        for s1, s2, s3 in zip(r1.storages, r2.storages, r3.storages)
-    ]
-    ops = []
-    zero = (0, 0, 0)
-    for k, (o1, o2, o3) in enumerate(zip(r1.ops, r2.ops, r3.ops)):
-        fwd, grads, kind, excess = zero, (zero,) * len(o1.inputs), "", zero
-        if k < r1.prologue_ops:  # done before the step: it costs the step no FLOPs
-            o1.elementwise = o2.elementwise = o3.elementwise = 0
-        elif o1.flops is not None:
-            fwd = lin(o1.flops.forward, o2.flops.forward, o3.flops.forward)
-            grads = tuple(lin(a, b, c) for a, b, c in
-                          zip(o1.flops.grads, o2.flops.grads, o3.flops.grads))
-            grads = grads + (zero,) * (len(o1.inputs) - len(grads))
-            kind = o1.flops.kind
-            excess = lin(o1.flops.excess, o2.flops.excess, o3.flops.excess)
-        ops.append(OpFact(o1.name, o1.module, o1.inputs, o1.outputs, fwd, grads,
-                          lin(o1.elementwise, o2.elementwise, o3.elementwise), kind,
-                          tuple(o1.grad_sources), excess,
-                          lin(o1.numel_in, o2.numel_in, o3.numel_in),
-                          lin(o1.numel_out, o2.numel_out, o3.numel_out)))
-    nodes = [
-        NodeFact(n1.name, n1.edges,
-                 tuple(lin(a, b, c) for a, b, c in zip(n1.slot_bytes, n2.slot_bytes, n3.slot_bytes)),
-                 n1.saved, n1.leaf)
-        for n1, n2, n3 in zip(r1.nodes, r2.nodes, r3.nodes)
-    ]
-    model = setup.model
-    params = dict(model.named_parameters())
-    modules = []
-    for name, m in model.named_modules():
-        own = tuple(f"{name}.{p}" if name else p for p, _ in m.named_parameters(recurse=False))
-        modules.append(ModuleFact(name or ROOT, type(m).__name__,
-                                  sum(params[p].numel() for p in own), own))
-    return StepTrace(
-        ops=ops, storages=storages, nodes=nodes,
-        segments=[Segment(after, root) for after, root in r1.segments],
-        prologue_ops=r1.prologue_ops,
-        zero_grad_at=r1.zero_grad_at,
-        kept_roots=[KeptRoot(node, sid) for node, sid in dict(r1.outputs).items()],
-        installed_grads=list(r1.installed_grads),
-        param_sids={s.owner: i for i, s in enumerate(storages) if s.kind is StorageKind.PARAM},
-        param_numel={n: p.numel() for n, p in params.items()},
-        param_bytes={n: p.numel() * p.element_size() for n, p in params.items()},
-        modules=modules,
-        dtype=str(next((p.dtype for p in params.values()), torch.float32)).replace("torch.", ""),
-        input_shape=tuple(setup.input_shape), num_classes=setup.num_classes,
-        model_calls=r1.model_calls,
-        module_shapes={
-            name: tuple(_lin_shape(a, b, c, b0, r0) for a, b, c in
-                        zip(shapes, r2.module_shapes[name], r3.module_shapes[name]))
-            for name, shapes in r1.module_shapes.items()
-            if name in r2.module_shapes and name in r3.module_shapes
-        },
-    )
-
-
-def _lin_shape(s1: tuple[int, ...], s2: tuple[int, ...], s3: tuple[int, ...], b0: int,
-               r0: int) -> tuple:
-    """A shape whose dims are :data:`Lin` triples (most are constants)."""
-    if not len(s1) == len(s2) == len(s3):
-        return tuple((d, 0, 0) for d in s1)
-    return tuple(fit(a, b, c, 1, 1, b0, r0) for a, b, c in zip(s1, s2, s3))
