@@ -180,14 +180,20 @@ def step_model(s: Any, method: Any, variant: str = "main") -> StepModel:
     The key holds what changes the step's structure; batch sizes, optimizer,
     freeze point and buffer size do not (they are evaluated, not traced).
     """
-    key = (s.model, s.input_shape, s.classes, s.dtype, method.name, method.impl, variant, s.tasks,
-           tuple(sorted((k, repr(v)) for k, v in s.options.items())),
-           round(float(s.sparsity or 0), 6), s.setting)
+    key = _structure_key(s, method, variant)
     cached = _TRACES.get(key)
     if cached is None:
         cached = _trace_method(s, method, variant)
         _TRACES[key] = cached
     return cached
+
+
+def _structure_key(s: Any, method: Any, part: str) -> tuple:
+    """What changes a traced step's (or work's) structure; batch sizes, optimizer,
+    freeze point and buffer size do not (they are evaluated, not traced)."""
+    return (s.model, s.input_shape, s.classes, s.dtype, method.name, method.impl, part, s.tasks,
+            tuple(sorted((k, repr(v)) for k, v in s.options.items())),
+            round(float(s.sparsity or 0), 6), s.setting)
 
 
 def tasks_seen(s: Any, variant: str) -> int:
@@ -216,9 +222,7 @@ _WORKS: dict[tuple, StepModel] = {}
 
 def work_model(s: Any, method: Any, work: Any) -> StepModel:
     """The traced between-step work ``work`` (a :class:`~costmodel.methods.base.Work`)."""
-    key = (s.model, s.input_shape, s.classes, s.dtype, method.name, method.impl, work.name,
-           s.tasks, tuple(sorted((k, repr(v)) for k, v in s.options.items())),
-           round(float(s.sparsity or 0), 6), s.setting)
+    key = _structure_key(s, method, work.name)
     cached = _WORKS.get(key)
     if cached is None:
         cached = _trace_method(s, method, work.variant, work)

@@ -67,7 +67,7 @@ def facts(trace: StepTrace, trainable: frozenset[str], input_hw: tuple[int, int]
             fwd_train += per_sample
             if op.macs_by_kind == "conv" and main_path_conv(op.module):
                 out = trace.storages[op.outputs[0]].nbytes
-                act += max(out[1], out[2]) // _elem_size(trace) * PAPER_WORD_BYTES
+                act += max(out[1], out[2]) // trace.element_size * PAPER_WORD_BYTES
     pixels = input_hw[0] * input_hw[1]
     per_32 = _round_half_up(act / MIB * 1024 / pixels, 2)
     rounded = per_32 * pixels / 1024 * MIB
@@ -78,10 +78,6 @@ def facts(trace: StepTrace, trainable: frozenset[str], input_hw: tuple[int, int]
 def _round_half_up(value: float, digits: int) -> float:
     """The table's rounding (2.125 -> 2.13); Python's round() goes to even (2.12)."""
     return float(Decimal(repr(value)).quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP))
-
-
-def _elem_size(trace: StepTrace) -> int:
-    return {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}.get(trace.dtype, 4)
 
 
 def _first_trainable_op(trace: StepTrace, trainable: frozenset[str]) -> int:

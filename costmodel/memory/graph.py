@@ -74,7 +74,7 @@ def _kept_graphs(trace: StepTrace, active: list[bool],
     A node of such a graph lives as long as any model output whose graph holds
     it: its release point is the latest of those outputs' last uses.
     """
-    release: dict[int, int | None] = {}
+    release: dict[int, int] = {}
     forever = 1 << 62
     for root in trace.kept_roots:
         last = trace.storages[root.sid].last_use

@@ -112,7 +112,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     # Tensors the step assigned to .grad itself are gradients: not carried into the next
     # step (its zero_grad frees them), and backward adds into them in place.
     installed = {sid for _, _, sid in trace.installed_grads}
-    category = {sid: GRADS for sid in installed}
+    category_of = {sid: GRADS for sid in installed}
     for sid, s in enumerate(storages):
         if s.kind is not StorageKind.ACTIVATION:
             continue
@@ -152,7 +152,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
         return _Grad(nb, category)
 
     kept_until = sel.kept_until or {}
-    itemsize = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}.get(trace.dtype, 4)
+    itemsize = trace.element_size
 
     def let_go(sid: int) -> None:
         """A graph no longer keeps ``sid``: free it if the program is done with it too."""
@@ -161,18 +161,18 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
             return
         holders[sid] = left - 1
         if left == 1 and sid in dead:
-            mem.add(category.get(sid, ACTS), nbytes[sid], -1)
+            mem.add(category_of.get(sid, ACTS), nbytes[sid], -1)
 
     def forward(first: int, last: int) -> None:
         for i in range(first, last + 1):
             op = trace.ops[i]
             for sid in op.outputs:
-                mem.add(category.get(sid, ACTS), nbytes[sid])
+                mem.add(category_of.get(sid, ACTS), nbytes[sid])
             mem.checkpoint("forward", op.module or op.name)
             for sid in dies_after.get(i, ()):
                 dead.add(sid)
                 if not holders.get(sid):
-                    mem.add(category.get(sid, ACTS), nbytes[sid], -1)
+                    mem.add(category_of.get(sid, ACTS), nbytes[sid], -1)
             for sid in kept_until.get(i, ()):  # an unexecuted graph's last output is gone
                 let_go(sid)
             if i == zero_grad_after:

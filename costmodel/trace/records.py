@@ -159,6 +159,11 @@ class StepTrace:
     kept_roots: list[KeptRoot] = field(default_factory=list)
     """Outputs of the trained model whose graph no ``backward()`` runs: the graph
     keeps what it saved for as long as the output is referenced."""
+
+    @property
+    def element_size(self) -> int:
+        """Bytes of one element of the model's dtype."""
+        return {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}.get(self.dtype, 4)
     installed_grads: list[tuple[int, str, int]] = field(default_factory=list)
     """(segment, parameter, storage id) of each tensor the step itself assigned to a
     parameter's ``.grad`` before that ``backward()`` (Mammoth's EWC installs its penalty
