@@ -13,15 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from costmodel.datasets import DatasetSpec, dataset
 from costmodel.errors import CostclError, suggest
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16,
-                                  "bf16": torch.bfloat16}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+"""costcl's dtype names and the torch dtype each means (torch is imported only when one is
+needed, so parsing a scenario, ``costcl --help`` and a cached estimate stay torch-free)."""
 DEVICES = ("cpu", "cuda")
 SETTINGS = ("class-il", "task-il")
 DEFAULT_MODEL, DEFAULT_DATASET = "resnet18-cifar", "cifar10"
@@ -89,7 +91,9 @@ class Scenario:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        import torch
+
+        return getattr(torch, DTYPES[self.dtype])
 
     def images_per_task(self) -> int:
         usable = round(self.data.train_images * (1 - (self.holdout or 0.0)))
