@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from costmodel import checks
 from costmodel.errors import CostclError
 from costmodel.models.registry import backbone_params, build_model
 
@@ -89,10 +90,10 @@ def convert(model: str, dataset: str, input_shape: tuple[int, ...], exemplars: i
     """One backbone in exemplars, or N exemplars / X MiB in models and exemplars."""
     if exemplars is not None and mib is not None:
         raise CostclError("give --exemplars or --mib, not both")
-    if exemplars is not None and exemplars <= 0:
-        raise CostclError(f"--exemplars must be > 0, got {exemplars}")
-    if mib is not None and mib <= 0:
-        raise CostclError(f"--mib must be > 0, got {mib}")
+    if exemplars is not None:
+        checks.count(exemplars, "--exemplars", minimum=1, maximum=2**40)
+    if mib is not None:
+        checks.number(mib, "--mib", above=0, maximum=2**40)
     b = backbone(model, input_shape[0])
     img = exemplar_bytes(input_shape)
     query = b.bytes if exemplars is None and mib is None else (

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from budgets.accounting import MIB
+from costmodel import checks
 from costmodel.errors import CostclError, suggest
 
 
@@ -59,11 +60,19 @@ DEVICES: dict[str, DeviceProfile] = {
 def device(name: str | None, memory_mib: float | None = None) -> DeviceProfile:
     """A named profile, or ``--memory-mib`` usable memory for any other device."""
     if memory_mib is not None:
-        if memory_mib <= 0:
-            raise CostclError(f"--memory-mib must be > 0, got {memory_mib}")
-        runs_on = DEVICES[name].runs_on if name in DEVICES else "cuda"
-        return DeviceProfile(name or "custom", int(memory_mib), 0, 0, runs_on,
-                             "usable memory given with --memory-mib")
+        mib = int(checks.number(memory_mib, "--memory-mib", minimum=1))
+        if name is None:
+            return DeviceProfile("custom", mib, 0, 0, "cuda", "usable memory given with --memory-mib")
+        if name not in DEVICES:
+            raise suggest(name, DEVICES, "device")
+        known = DEVICES[name]
+        if mib > known.total_mib:
+            raise CostclError(f"--memory-mib {mib:,} is more than {name}'s {known.total_mib:,} MiB "
+                              f"in all; give at most {known.total_mib:,} (or leave it out for the "
+                              f"profile's {known.usable_mib:,} usable)")
+        return DeviceProfile(f"{name} with --memory-mib", mib, 0, 0, known.runs_on,
+                             f"usable memory given with --memory-mib, in place of the profile's "
+                             f"{known.usable_mib:,} MiB", known.unified)
     if name is None:
         raise CostclError("give --device NAME (see costcl devices) or --memory-mib X")
     if name not in DEVICES:

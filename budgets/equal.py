@@ -21,8 +21,8 @@ from typing import Any
 from torch import nn
 
 from budgets.accounting import MIB, WORD_BYTES, exemplar_bytes
-from budgets.fit import PeakModel, stored_format
-from costmodel import engine, methods
+from budgets.fit import PeakModel, largest, stored_format
+from costmodel import checks, engine, methods
 from costmodel.errors import CostclError
 from costmodel.estimation import estimate
 from costmodel.models.registry import backbone_params
@@ -36,7 +36,9 @@ class EqualRow:
     method: str
     model_bytes: int
     exemplar_bytes: int
-    """Bytes of one exemplar in this counting (0: the method keeps none)."""
+    """Bytes of one exemplar in this counting (0: the method keeps none).  Runtime counting:
+    how much the whole peak grows per exemplar, averaged over those that fit (LightCL
+    forwards every stored sample in every step, so its exemplar costs activations too)."""
     exemplars: int | None
     short_by_bytes: int
 
@@ -65,13 +67,21 @@ def equal_budget(budget_bytes: int, base: Scenario, names: list[str],
         raise suggest(counting, COUNTINGS, "counting")
     rows = []
     for name in names:
-        s = methods.resolve(methods.named(base, name, options={}))
+        given = methods.named(base, name, options={})
+        s = methods.resolve(given)
         if counting == "memo":
             model = memo_model_bytes(s)
             per = exemplar_bytes(s.input_shape)
-        else:
-            model = PeakModel(s).peak(s.batch_size, 0)
-            per = stored_format(s)
+        else:  # the whole peak as the buffer grows, from the scenario as given (a replay
+            # batch that follows the buffer, LightCL's, keeps following it)
+            pm = PeakModel(given)
+            model = pm.peak(s.batch_size, 0)
+            if model <= budget_bytes and pm.uses_buffer():
+                n = largest(lambda k: pm.peak(s.batch_size, k) <= budget_bytes, 0)
+                per = -(-(pm.peak(s.batch_size, n) - model) // n) if n else stored_format(s)
+                rows.append(EqualRow(name, model, per, n, 0))
+                continue
+            per = stored_format(s) if pm.uses_buffer() else 0
         if model > budget_bytes:
             rows.append(EqualRow(name, model, per, None, model - budget_bytes))
         else:
@@ -105,8 +115,7 @@ def _run_flops(s: Scenario, epochs: int) -> int:
 
 def flops_budget(budget_flops: float, base: Scenario, names: list[str]) -> list[EpochRow]:
     """The most epochs per task each method affords within ``budget_flops``."""
-    if budget_flops <= 0:
-        raise CostclError(f"--flops-budget must be > 0, got {budget_flops:g}")
+    checks.number(budget_flops, "--flops-budget", above=0, fix="e.g. 1e15")
     from budgets.fit import largest
 
     rows = []

@@ -24,16 +24,28 @@ console = Console()
 
 Convention = Annotated[str, typer.Option(help="runtime (what PyTorch allocates) or paper (the LightCL table's accounting).")]
 FlopsConvention = Annotated[str, typer.Option(help="torch (FLOPs, FlopCounterMode), fvcore or thop (MACs).")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (= --format json).")]
+def _both(ctx: typer.Context, as_json: object, fmt: object) -> None:
+    """--json and --format csv contradict each other: refuse before any work."""
+    if as_json is True and fmt not in (None, "table", "json"):
+        from costmodel.errors import CostclError
+        raise CostclError(f"--json and --format {fmt} ask for two formats; give one")
 
 
-def _format(value: str) -> str:
+def _as_json(ctx: typer.Context, value: bool) -> bool:
+    _both(ctx, value, ctx.params.get("format"))
+    return value
+
+
+def _format(ctx: typer.Context, value: str) -> str:
     """Checked while the command line is parsed, so a bad --format fails before any work."""
     from reports.formats import check_format
 
+    _both(ctx, ctx.params.get("as_json"), value)
     return check_format(value)
 
 
+AsJson = Annotated[bool, typer.Option("--json", callback=_as_json,
+                                      help="Print JSON instead of tables (= --format json).")]
 Format = Annotated[str, typer.Option("--format", callback=_format,
                                      help="table, json or csv (one row per method or layer).")]
 

@@ -75,7 +75,9 @@ def budget(scenario,  # noqa: ANN001
     names = parse_methods(methods_)
     if budget_mib is not None:
         from budgets.equal import equal_budget
-        rows = equal_budget(round(budget_mib * 2**20), s, names, counting)
+        from costmodel.checks import number
+        rows = equal_budget(round(number(budget_mib, "--budget-mib", above=0) * 2**20), s, names,
+                            counting)
         d = [r.to_json() for r in rows]
         emit(format, as_json, d, lambda: budget_rows(d),
              lambda: out.equal_table(rows, budget_mib, counting, console))

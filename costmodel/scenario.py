@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from costmodel import checks
 from costmodel.datasets import DatasetSpec, dataset
 from costmodel.errors import CostclError, suggest
 
@@ -69,10 +70,18 @@ class Scenario:
     """Method options (``--option KEY=VALUE``)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.options, Mapping):
+            raise CostclError(f"options must be a table of KEY = VALUE, got {self.options!r}; "
+                              "in TOML write [options] on its own line, then key = value lines")
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
         if self.trainable is not None and not isinstance(self.trainable, frozenset):
+            if isinstance(self.trainable, str) or not isinstance(self.trainable, Iterable):
+                raise CostclError(f"trainable must be a list of parameter names, got {self.trainable!r}")
             object.__setattr__(self, "trainable", frozenset(self.trainable))
         if self.input_size is not None:
+            if isinstance(self.input_size, str) or not isinstance(self.input_size, Iterable):
+                raise CostclError(f"input size must be three positive integers C,H,W, "
+                                  f"got {self.input_size!r}")
             object.__setattr__(self, "input_size", tuple(self.input_size))
         self.validate()
 
@@ -112,35 +121,40 @@ class Scenario:
 
     # -- checks --------------------------------------------------------------------
     def validate(self) -> None:
+        """Every field typed and in range, so bad values fail here, in one line, not deep inside."""
+        for name in ("method", "dtype", "device", "setting"):
+            checks.text(getattr(self, name), name)
+        for name in ("impl", "model", "dataset", "optimizer", "train_from"):
+            if getattr(self, name) is not None:
+                checks.text(getattr(self, name), _flag(name))
         dataset(self.dataset or DEFAULT_DATASET)
         if self.setting not in SETTINGS:
             raise suggest(self.setting, SETTINGS, "setting")
-        for name in ("batch_size", "tasks", "epochs"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise CostclError(f"{name.replace('_', '-')} must be a whole number >= 1, "
-                                  f"got {value!r}")
+        for name in ("batch_size", "tasks", "epochs", "num_classes"):
+            if getattr(self, name) is not None:
+                checks.count(getattr(self, name), _flag(name), minimum=1)
         for name in ("replay_batch", "buffer_size"):
+            if getattr(self, name) is not None:
+                checks.count(getattr(self, name), _flag(name))
+        for name, fix in (("sparsity", "; 0.9 keeps one weight in ten"), ("holdout", "")):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise CostclError(f"{name.replace('_', '-')} must be a whole number >= 0, "
-                                  f"got {value!r}")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise CostclError(f"num-classes must be >= 1, got {self.num_classes}")
-        if self.sparsity is not None and not 0.0 <= float(self.sparsity) < 1.0:
-            raise CostclError(f"sparsity must be in [0, 1), got {self.sparsity}; "
-                              "0.9 keeps one weight in ten")
-        if self.holdout is not None and not 0.0 <= self.holdout < 1.0:
-            raise CostclError(f"holdout must be in [0, 1), got {self.holdout}")
+            if value is not None and not 0.0 <= checks.number(value, name) < 1.0:
+                raise CostclError(f"{name} must be in [0, 1), got {value}{fix}")
         if self.dtype not in DTYPES:
             raise suggest(self.dtype, DTYPES, "dtype")
         if self.device not in DEVICES:
             raise suggest(self.device, DEVICES, "device")
         if self.input_size is not None:
-            if len(self.input_size) != 3 or any(not isinstance(d, int) or d < 1
-                                                for d in self.input_size):
+            if len(self.input_size) != 3 or any(isinstance(d, bool) or not isinstance(d, int)
+                                                or d < 1 for d in self.input_size):
                 raise CostclError(f"input size must be three positive integers C,H,W, "
                                   f"got {self.input_size!r}")
+        if self.trainable is not None and not all(isinstance(n, str) for n in self.trainable):
+            raise CostclError("trainable must be parameter names (strings)")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 FIELDS = {f.name for f in dataclasses.fields(Scenario)}
@@ -183,20 +197,36 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise CostclError(f"cannot read config file {str(p)!r}: {e}") from None
     scenario = data.get("scenario", data)
+    if not isinstance(scenario, dict):
+        raise CostclError(f"config file {str(p)!r}: [scenario] must be a table of key = value lines")
     unknown = sorted(set(scenario) - FIELDS)
     if unknown:
         raise suggest(unknown[0], sorted(FIELDS), f"key in {p.name}:")
-    if isinstance(scenario.get("input_size"), str):
-        scenario["input_size"] = parse_input_size(scenario["input_size"])
+    try:
+        if isinstance(scenario.get("input_size"), str):
+            scenario["input_size"] = parse_input_size(scenario["input_size"])
+        Scenario(**scenario)  # each value typed and in range, named with the file
+    except CostclError as e:
+        raise CostclError(f"config file {str(p)!r}: {e}") from None
     return scenario
 
 
 def build(file_values: Mapping[str, Any] | None = None, **flags: Any) -> Scenario:
     """A scenario from a config file's values, overridden by flags that were given."""
     values: dict[str, Any] = dict(file_values or {})
-    options = dict(values.pop("options", {}) or {})
+    options = values.pop("options", None) or {}
+    if not isinstance(options, Mapping):
+        raise CostclError(f"options must be a table of KEY = VALUE, got {options!r}")
+    options = dict(options)
     options.update(flags.pop("options", None) or {})
     values.update({k: v for k, v in flags.items() if v is not None})
+    method = values.get("method")
+    if isinstance(method, str) and "@" in method:  # --method NAME@IMPL, as --methods takes
+        name, _, impl = method.partition("@")
+        if values.get("impl") not in (None, impl.strip()):
+            raise CostclError(f"--method {method} and --impl {values['impl']} name two "
+                              "implementations; give one")
+        values["method"], values["impl"] = name.strip(), impl.strip()
     try:
         return Scenario(**values, options=options)
     except TypeError as e:

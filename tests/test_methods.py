@@ -144,7 +144,7 @@ def test_growing_networks_are_affine_in_the_task_index():
     from costmodel import engine
     from costmodel.estimation import growth, trainable_set
     from costmodel.trace.records import at
-    for name, kw in (("der-expand", {}), ("memo", {}), ("pnn", {"setting": "task-il", "tasks": 6})):
+    for name, kw in (("der-expand", {}), ("memo", {}), ("pnn", {"setting": "task-il", "tasks": 6, "num_classes": 12})):
         s = methods.resolve(Scenario(method=name, batch_size=8, **kw))
         m = methods.get(name)
 

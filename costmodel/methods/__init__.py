@@ -13,7 +13,7 @@ import pkgutil
 from typing import Any
 
 from costmodel.errors import CostclError, suggest
-from costmodel.methods.base import Method
+from costmodel.methods.base import Method, Option
 from costmodel.scenario import Scenario
 
 GLOBAL_DEFAULTS = {"model": "resnet18-cifar", "dataset": "cifar10", "batch_size": 32,
@@ -70,18 +70,37 @@ def get(name: str, impl: str | None = None) -> Method:
 def named(s: Scenario, text: str, **changes: Any) -> Scenario:
     """``s`` for the method ``text``: a name, or NAME@IMPL for one implementation."""
     name, _, impl = text.partition("@")
+    if s.sparsity and not get(name.strip(), impl.strip() or None).sparse:
+        changes.setdefault("sparsity", None)  # a shared --sparsity is for the sparse methods
     return s.replace(method=name.strip(), impl=impl.strip() or None, **changes)
+
+
+TRAINER_OPTIONS = {"lr": Option(0.01, "learning rate of the bundled trainer (costs do not depend on it)")}
+"""Options every method takes because the trainer, not the step, reads them."""
+
+
+def check_options(s: Scenario, method: Method) -> dict[str, Any]:
+    """The scenario's options, each checked against its declaration (type, range)."""
+    known = {**method.options, **TRAINER_OPTIONS}
+    unknown = sorted(set(s.options) - set(known))
+    if unknown:
+        takes = ", ".join(method.options) or "no options"
+        raise CostclError(f"method {method.name!r} (--impl {method.impl}) takes no option "
+                          f"{unknown[0]!r}; it takes: {takes} (and lr, for costcl train)")
+    out = {k: known[k].check(k, v) for k, v in s.options.items()}
+    if "lr" in out and out["lr"] <= 0:
+        raise CostclError(f"--option lr must be > 0, got {out['lr']:g}")
+    return out
 
 
 def resolve(s: Scenario) -> Scenario:
     """Fill every field the user left open: method paper defaults, then dataset, then costcl's."""
     method = get(s.method, s.impl)
-    s = s.replace(impl=method.impl)
-    unknown = sorted(set(s.options) - set(method.options))
-    if unknown:
-        takes = ", ".join(method.options) or "no options"
-        raise CostclError(f"method {method.name!r} (--impl {method.impl}) takes no option "
-                          f"{unknown[0]!r}; it takes: {takes}")
+    s = s.replace(impl=method.impl, options=check_options(s, method))
+    if s.sparsity and not method.sparse:
+        sparse = ", ".join(n for n, m in catalog().items() if m.sparse)
+        raise CostclError(f"method {method.name!r} has no sparse variant; --sparsity applies to "
+                          f"{sparse} (leave it out for {method.name})")
     if s.setting not in method.settings:
         raise CostclError(f"method {method.name!r} cannot run under {s.setting} evaluation "
                           f"({method.settings_why}); use --setting {method.settings[0]}")
@@ -114,4 +133,13 @@ def resolve(s: Scenario) -> Scenario:
     if out.tasks > out.classes:
         raise CostclError(f"{out.tasks} tasks cannot split {out.classes} classes; "
                           f"use --tasks {out.classes} or fewer")
+    if out.batch_size > out.images_per_task():
+        raise CostclError(f"batch {out.batch_size:,} is larger than a task's "
+                          f"{out.images_per_task():,} training images; use --batch-size "
+                          f"{out.images_per_task():,} or fewer")
+    if out.classes % out.tasks:
+        even = [t for t in range(2, out.classes + 1) if out.classes % t == 0 and t <= 20]
+        raise CostclError(f"{out.tasks} tasks do not split {out.classes} classes evenly; use "
+                          f"--tasks {' or '.join(map(str, even[:6])) or 1} (or --num-classes "
+                          f"{out.classes - out.classes % out.tasks})")
     return out

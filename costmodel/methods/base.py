@@ -34,14 +34,39 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from costmodel import checks
 from costmodel.codebases import COSTCL, Codebase
+from costmodel.errors import CostclError
 from costmodel.scenario import Scenario
 
 
 @dataclass(frozen=True)
 class Option:
+    """A method option (``--option KEY=VALUE``); a value must have the default's type.
+
+    Numbers must be finite and at least ``minimum`` (0 unless said), and at most
+    ``maximum`` when given; a string option takes one of ``choices`` when given.
+    """
+
     default: Any
     help: str
+    minimum: float = 0.0
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def check(self, key: str, value: Any) -> Any:
+        """``value`` in the default's type, or a one-line error naming ``key`` and the fix."""
+        name = f"--option {key}"
+        if isinstance(self.default, bool):
+            return checks.boolean(value, name)
+        if isinstance(self.default, int):
+            return checks.count(value, name, minimum=int(self.minimum))
+        if isinstance(self.default, float):
+            return checks.number(value, name, minimum=self.minimum, maximum=self.maximum)
+        value = checks.text(value, name)
+        if self.choices and value not in self.choices:
+            raise CostclError(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -230,6 +255,8 @@ class Method:
     """The step calls ``ctx.zero_grad()`` itself; otherwise gradients are zeroed before it."""
     trains: ClassVar[bool] = True
     """Does ``costcl train`` run it (its between-task work is written)?"""
+    sparse: ClassVar[bool] = False
+    """Does the method have a sparse variant (``--sparsity``)?"""
 
     # -- structure -----------------------------------------------------------
     def network(self, s: Scenario, build: Callable[[], nn.Module], tasks_seen: int) -> nn.Module:

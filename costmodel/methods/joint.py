@@ -14,7 +14,8 @@ class Joint(Method):
     paper = "LightCL table's JOINT; Mammoth's joint"
     trains = False  # costed; retraining on all data is not a CL run to train here
     options = {"retrain": Option("cumulative", "'cumulative': after each task retrain on all data "
-                                 "seen so far; 'final': once, on everything, after the last task")}
+                                 "seen so far; 'final': once, on everything, after the last task",
+                                 choices=("cumulative", "final"))}
 
     def schedule(self, s: Scenario) -> list[Phase]:
         n = s.images_per_task()

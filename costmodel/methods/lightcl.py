@@ -120,6 +120,7 @@ def map_shapes(model: str, input_shape: tuple[int, ...], classes: int) -> tuple[
 
 class LightCL(Method):
     name = "lightcl"
+    sparse = True
     summary = "LightCL: freeze the generalized layers, regulate the last stage's feature patterns"
     paper = "Wang et al., ASP-DAC 2025 (INV-WZQ/LightCL)"
     reference_impl = "lightcl"
@@ -128,7 +129,7 @@ class LightCL(Method):
     defaults = {"model": "resnet18-cifar", "dataset": "cifar10", "batch_size": 32,
                 "optimizer": "sgd", "epochs": _epochs, "holdout": 0.1, "buffer_size": 15}
     options = {"beta": Option(2e-4, "weight of the feature-pattern loss (Beta)"),
-               "ratio": Option(0.15, "share of channels kept as important positions (Ratio)"),
+               "ratio": Option(0.15, "share of channels kept as important positions (Ratio)", maximum=1.0),
                "lean": Option(False, "back-propagate the stored-sample loss before the batch's forward"),
                "warmup": Option(False, "train the whole model on the first task (no pretrained "
                                 "checkpoint: 'first task as pretraining')")}

@@ -30,7 +30,7 @@ class ODILFreeze(Method):
     paper = "Efficient On-Device Incremental Learning by Weight Freezing (seed 003)"
     defaults = {"dataset": "cifar100", "optimizer": "sgd-momentum", "buffer_size": 2000}
     memory = "per-class"
-    options = {"freeze_rate": Option(0.5, "share of each weight tensor frozen as important"),
+    options = {"freeze_rate": Option(0.5, "share of each weight tensor frozen as important", maximum=1.0),
                "learn_epochs": Option(0, "epochs learning the new classes (0: a tenth of --epochs)"),
                "finetune_epochs": Option(0, "epochs of replay fine-tuning (0: --epochs)"),
                "temperature": Option(2.0, "distillation temperature")}

@@ -24,7 +24,7 @@ class PackNet(Method):
     settings = ("task-il",)
     trains = False
     settings_why = "PackNet selects each task's weights by task identity"
-    options = {"prune": Option(0.5, "share of the free weights pruned after each task"),
+    options = {"prune": Option(0.5, "share of the free weights pruned after each task", maximum=1.0),
                "retrain_epochs": Option(0, "epochs retraining after pruning (0: a quarter of --epochs)")}
 
     def stored(self, s: Scenario, net: nn.Module, variant: str = "main") -> list[Stored]:

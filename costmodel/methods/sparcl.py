@@ -29,6 +29,7 @@ def weight_masks(s: Scenario, net: nn.Module) -> list[Stored]:
 
 
 class _SparCL(Method):
+    sparse = True
     replays = True
     defaults = {**REPLAY_DEFAULTS, "sparsity": 0.9}
     trains = False  # SparCL's dynamic masking is not written for the trainer
