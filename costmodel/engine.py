@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from costmodel.errors import CostclError
 from costmodel.memory import graph
 from costmodel.memory.optimizers import OptimizerSpec
 from costmodel.memory.simulate import CATEGORIES, Timeline, simulate
 from costmodel.models.registry import build_model
-from costmodel.trace.recorder import BackwardHook, TraceSetup, trace_step
+from costmodel.trace.recorder import BackwardHook, LayerFailed, TraceSetup, trace_step
 from costmodel.trace.records import Lin, StepTrace, StorageKind
 
 CUDA_BLOCK_BYTES = 512
@@ -281,7 +282,13 @@ def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
                           + [(f"<{k}>", StorageKind.INPUT, v) for k, v in inputs.items()],
                           s.input_shape, s.classes)
 
-    trace = trace_step(factory, replay=uses_replay and work is None, forward_only=work is not None)
+    try:
+        trace = trace_step(factory, replay=uses_replay and work is None,
+                           forward_only=work is not None)
+    except LayerFailed as e:
+        shape = "x".join(map(str, s.input_shape))
+        raise CostclError(f"model {s.model!r} on a {shape} input {e}; check --input-size "
+                          "(C,H,W) and --num-classes against what the model expects") from None
     # Stored state is counted from its declaration (so the buffer size can change
     # without a new trace); the trace's copies of it are set to zero bytes.
     for st in trace.storages:

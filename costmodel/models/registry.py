@@ -118,10 +118,23 @@ def _factory(path: str) -> Callable[[int, int], nn.Module]:
 
     def build(num_classes: int, in_channels: int) -> nn.Module:
         try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as e:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
             raise CostclError(f"cannot load model factory {path!r}: {e}; give it as "
                               "package.module:callable on the Python path") from None
+        except Exception as e:  # noqa: BLE001 - a user's module can raise anything on import
+            where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
+            raise CostclError(f"model factory module {module_name!r} fails on import: "
+                              f"{type(e).__name__}: {getattr(e, 'msg', e)}{where}; fix it and "
+                              "rerun") from None
+        try:
+            fn = getattr(module, attr)
+        except AttributeError as e:
+            raise CostclError(f"cannot load model factory {path!r}: {e}; give it as "
+                              "package.module:callable on the Python path") from None
+        if not callable(fn):
+            raise CostclError(f"model factory {path!r} names a {type(fn).__name__} object, not a "
+                              "function or class that builds a model")
         try:
             takes = inspect.signature(fn).parameters
         except (TypeError, ValueError):

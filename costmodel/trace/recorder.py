@@ -34,6 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakIdKeyDictionary
 
+from costmodel.errors import CostclError
 from costmodel import flops as flop_table
 from costmodel.trace.combine import ROOT, RawNode, RawOp, RawStorage, RawTrace, combine
 from costmodel.trace.records import StepTrace, StorageKind
@@ -276,6 +277,14 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, unpack), rec:
             kept = setup.run()
+    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError) as e:
+        if not module_stack or isinstance(e, CostclError):
+            raise  # outside the model: the method's own code, not the user's model
+        layer = module_stack[-1]
+        kind = type(model.get_submodule("" if layer == ROOT else layer)).__name__
+        first = (str(e).strip().splitlines() or [""])[0].rstrip(".")
+        raise LayerFailed(f"fails in layer {layer} ({kind}) at batch {batch}: "
+                          f"{type(e).__name__}: {first}") from None
     finally:
         rec.finished = True
         h1.remove()
@@ -295,6 +304,10 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
     raw.module_shapes = shapes
     del kept, roots
     return raw, setup
+
+
+class LayerFailed(CostclError):
+    """The model's forward raised on meta tensors; the message names the layer."""
 
 
 def trace_step(factory: SetupFactory, *, replay: bool = False,
