@@ -77,17 +77,25 @@ def report(scenario,  # noqa: ANN001
     from budgets.curves import batch_curves, budget_grid_mib, exemplar_curves
     from budgets.devices import DEVICES
     from reports.compare import parse_methods
-    from reports.report import Sweeps, build, check_out, load_validations
+    from reports.report import Sweeps, build, check_out, load_validations, progress_steps
 
     names = parse_methods(methods_)
-    target = check_out(Path(out))
+    target = check_out(out)  # before any work: a bad folder fails in a second
     validations = load_validations(Path(validation)) if validation else None
-    with _progress(6, "report") as advance:  # 2 sweeps here, 4 stages in build()
-        advance("sweeping batch sizes")
-        batches = batch_curves(scenario, names)
-        advance("sweeping budgets")
-        exemplars = exemplar_curves(scenario, names, budget_grid_mib())
-        sweeps = Sweeps(exemplars.points, exemplars.skipped, batches.points,
+    # one tick to start, a batch and a budget sweep per method, then build()'s ticks
+    with _progress(1 + 2 * len(names) + progress_steps(), "report:") as advance:
+        batches, exemplars, skipped = {}, {}, []
+        for name in names:
+            advance(f"peak memory as the batch grows ({name})")
+            batches |= batch_curves(scenario, [name]).points
+        grid = budget_grid_mib()
+        for name in names:
+            advance(f"exemplars as the budget grows ({name})")
+            curves = exemplar_curves(scenario, [name], grid)
+            exemplars |= curves.points
+            skipped += curves.skipped
+        advance("costing each method")
+        sweeps = Sweeps(exemplars, skipped, batches,
                         [(d.name, d.usable_mib) for d in DEVICES.values()])
         sections = build(scenario, names, target, sweeps, validations, progress=advance)
     console.print(f"wrote {target / 'index.html'}, {target / 'report.md'} and "

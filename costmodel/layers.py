@@ -29,6 +29,11 @@ class LayerCost:
     saved_bytes: int
     elementwise_flops: int
     frozen: bool
+    """No parameter of the layer trains and no gradient flows through it.  Keeping an
+    output for a later layer's backward (the block before a trained stage) is not training."""
+    grouped_weight_grad_excess_flops: int = 0
+    """Part of ``backward_weight_flops`` that only FlopCounterMode's grouped-conv rule
+    counts (:mod:`costmodel.flops`): a depthwise conv's weight gradient at ``groups`` x."""
 
     def to_json(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
@@ -38,24 +43,38 @@ def _shape(dims: tuple[Lin, ...], batch: int, replay: int) -> tuple[int, ...]:
     return tuple(at(d, batch, replay) for d in dims)
 
 
+def _in_place(op_name: str) -> bool:
+    """aten.mul_.Tensor and the like: the op writes its first argument."""
+    parts = op_name.split(".")
+    return len(parts) > 1 and parts[1].endswith("_") and not parts[1].endswith("__")
+
+
 def layer_table(trace: StepTrace, plan: Any, batch: int, replay: int = 0) -> list[LayerCost]:
     sel = plan.selection
     types = {m.name: m for m in trace.modules}
     rows: dict[str, dict[str, int]] = {}
     order: list[str] = []
     saved = set(sel.holders)
+    flowing = {sid for op in trace.ops for sid, node in zip(op.inputs, op.grad_nodes)
+               if needs_grad(sel, node)}  # a gradient flows back into these storages
     for op in trace.ops:
         name = op.module
         if name not in rows:
-            rows[name] = dict(fwd=0, gin=0, gw=0, saved=0, ew=0)
+            rows[name] = dict(fwd=0, gin=0, gw=0, saved=0, ew=0, grad=0, excess=0)
             order.append(name)
         row = rows[name]
         row["fwd"] += at(op.forward_flops, batch, replay)
         row["ew"] += at(op.elementwise_flops, batch, replay)
-        for sid, node, g in zip(op.inputs, op.grad_nodes, op.grad_flops):
+        for i, (sid, node) in enumerate(zip(op.inputs, op.grad_nodes)):
             if needs_grad(sel, node):
-                key = "gw" if trace.storages[sid].kind is StorageKind.PARAM else "gin"
-                row[key] += at(g, batch, replay)
+                row["grad"] = 1
+                weight = trace.storages[sid].kind is StorageKind.PARAM
+                g = op.grad_flops[i] if i < len(op.grad_flops) else (0, 0, 0)
+                row["gw" if weight else "gin"] += at(g, batch, replay)
+                if weight and i == 1:  # as memory.graph.flops counts it
+                    row["excess"] += at(op.grouped_excess, batch, replay)
+        written = op.outputs + (op.inputs[:1] if _in_place(op.name) else ())
+        row["grad"] |= any(sid in flowing for sid in written)  # in place (dropout): no node
         for sid in op.outputs:
             if sid in saved:
                 row["saved"] += at(trace.storages[sid].nbytes, batch, replay)
@@ -72,5 +91,5 @@ def layer_table(trace: StepTrace, plan: Any, batch: int, replay: int = 0) -> lis
             _shape(shapes[0], batch, replay) if shapes else (),
             _shape(shapes[1], batch, replay) if shapes else (),
             r["fwd"], r["gin"], r["gw"], r["saved"], r["ew"],
-            frozen=r["gin"] == 0 and r["gw"] == 0 and r["saved"] == 0))
+            frozen=n_train == 0 and not r["grad"], grouped_weight_grad_excess_flops=r["excess"]))
     return out

@@ -5,6 +5,7 @@ title, axis labels with units and a legend placed outside the data.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from reports.units import MIB  # noqa: E402
 
@@ -30,13 +31,18 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def _figure_legend(fig: Any, axes: Sequence[Any], **where: Any) -> None:
-    """One legend for the figure, above the plots: each label once, whichever axes drew it."""
+def _figure_legend(fig: Any, axes: Sequence[Any], outside: bool = False, **where: Any) -> None:
+    """One legend for the figure, above the plots: each label once, whichever axes drew it.
+
+    ``outside``: in a constrained-layout figure, a column of its own right of the plots,
+    where it can meet neither the title nor a bar.
+    """
     handles: dict[str, Any] = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    fig.legend(handles.values(), handles.keys(), loc="upper center", frameon=False, **where)
+    loc = "outside right upper" if outside else "upper center"
+    fig.legend(handles.values(), handles.keys(), loc=loc, frameon=False, **where)
 
 
 def _terms(breakdown: dict[str, int]) -> dict[str, float]:
@@ -45,11 +51,23 @@ def _terms(breakdown: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def _slant_if_crowded(ax: Any, names: Sequence[str]) -> None:
+    """Slant the method names only when they could touch (many, or long ones)."""
+    if len(names) > 6 or max(map(len, names), default=0) > 8:
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+
+
 def memory_breakdown(runtime: Sequence[Any], paper: Sequence[Any], path: Path) -> list[dict]:
-    """Stacked bars of the peak's terms per method, runtime beside paper convention."""
+    """Stacked bars of the peak's terms per method, runtime beside paper convention.
+
+    Constrained layout gives the title, the panels and the legend (right of them)
+    their own space, and the y axis leaves room above the tallest bar for its
+    total, so no label sits on a title or an axis line.
+    """
     names = [e.scenario.method for e in runtime]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True, layout="constrained")
     rows = []
+    tallest = 0.0
     for ax, estimates, label in ((axes[0], runtime, "runtime (what PyTorch allocates)"),
                                  (axes[1], paper, "paper (the LightCL table's accounting)")):
         bottoms = [0.0] * len(estimates)
@@ -61,23 +79,27 @@ def memory_breakdown(runtime: Sequence[Any], paper: Sequence[Any], path: Path) -
             ax.bar(names, values, bottom=bottoms, color=COLORS[term], label=term.replace("_", " "))
             bottoms = [b + v for b, v in zip(bottoms, values)]
         for i, total in enumerate(bottoms):
-            ax.text(i, total, f"{total:.0f}", ha="center", va="bottom", fontsize=8)
-        ax.set_title(label, fontsize=10)
+            ax.annotate(f"{total:.0f}", (i, total), xytext=(0, 3), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=8)
+        tallest = max([tallest, *bottoms])
+        ax.set_title(label, fontsize=10, pad=8)
         ax.set_xlabel("method")
-        ax.tick_params(axis="x", rotation=30)
+        _slant_if_crowded(ax, names)
         for e, t in zip(estimates, terms):
             rows.append({"convention": e.convention, "method": e.scenario.method,
                          "peak_mib": round(e.memory.peak_bytes / MIB, 2)}
                         | {f"{k}_mib": round(v, 2) for k, v in t.items()})
+    axes[0].set_ylim(0, (tallest or 1) * 1.12)  # the totals' labels stay inside the axes
     axes[0].set_ylabel("peak memory of one step (MiB)")
-    _figure_legend(fig, axes, ncol=4, bbox_to_anchor=(0.5, 1.08))
-    fig.suptitle("Peak memory per method, by term", y=1.13, fontsize=12)
+    _figure_legend(fig, axes, outside=True, title="term", reverse=True)  # as stacked
+    fig.suptitle("Peak memory per method, by term", fontsize=12)
     _save(fig, path)
     return rows
 
 
-def _flops_fmt(x: float, _: Any) -> str:
-    return f"{x:.1e}" if x else "0"
+def _eng() -> EngFormatter:
+    """3.5 G rather than 3.5e+09: an SI prefix, the unit left to the axis label."""
+    return EngFormatter(sep=" ")
 
 
 def flops(estimates: Sequence[Any], path: Path) -> list[dict]:
@@ -91,13 +113,13 @@ def flops(estimates: Sequence[Any], path: Path) -> list[dict]:
     a.bar(names, bwd, bottom=fwd, color="#dd8452", label="backward")
     a.set_title("one training step", fontsize=10)
     a.set_ylabel("FLOPs per step")
-    a.yaxis.set_major_formatter(FuncFormatter(_flops_fmt))
+    a.yaxis.set_major_formatter(_eng())
     a.set_ylim(top=max(f + g for f, g in zip(fwd, bwd)) * 1.3)  # room for the legend
     a.legend(loc="upper left", frameon=False, ncol=2)
     b.bar(names, run, color="#55a868")
     b.set_title("the whole CL schedule", fontsize=10)
     b.set_ylabel("FLOPs over the run")
-    b.yaxis.set_major_formatter(FuncFormatter(_flops_fmt))
+    b.yaxis.set_major_formatter(_eng())
     for ax in (a, b):
         ax.set_xlabel("method")
         ax.tick_params(axis="x", rotation=30)
@@ -182,7 +204,8 @@ def lightcl_table(cells: Sequence[Any], path: Path) -> list[dict]:
             ax.bar([i + w for i in x], [c.runtime for c in sel], w, label="costcl runtime", color="#c44e52")
             ax.set_xticks(list(x))
             ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
-            unit = "MiB" if q == "mem" else ("x1e15 FLOPs" if ds == "cifar10" else "x1e16 FLOPs")
+            unit = "MiB" if q == "mem" else (r"$10^{15}$ FLOPs" if ds == "cifar10"
+                                             else r"$10^{16}$ FLOPs")
             ax.set_ylabel(f"{'memory' if q == 'mem' else 'FLOPs'} ({unit})")
             ax.set_title(f"{'Split CIFAR-10' if ds == 'cifar10' else 'Split TinyImageNet'}: "
                          f"{'Mem' if q == 'mem' else 'FLOPs'}", fontsize=10)
@@ -197,13 +220,23 @@ def lightcl_table(cells: Sequence[Any], path: Path) -> list[dict]:
 
 
 def validation_scatter(items: Sequence[dict], path: Path, band: float = 0.05) -> list[dict]:
-    """Predicted against measured peak memory and FLOPs, with y = x and an error band."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.8))
+    """Predicted against measured peak memory and FLOPs, with y = x and an error band.
+
+    The FLOPs axes are logarithmic: ticks at 1, 2 and 5 of each decade, written with
+    an SI prefix (20 G), and the x labels slanted, so they never run into each other
+    (matplotlib's default labels every minor tick as 3x10^10, which overlap).
+    """
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 5), layout="constrained")
     rows = list(items)
     mem = [(r["measured_peak_mib"], r["predicted_peak_mib"]) for r in rows if r["measured_peak_mib"]]
     fl = [(r["measured_flops"], r["predicted_flops"]) for r in rows if r["measured_flops"]]
     for ax, pts, unit, log in ((a, mem, "MiB", False), (b, fl, "FLOPs", True)):
-        if not pts:
+        if not pts:  # e.g. a CPU run measures no peak memory
+            ax.text(0.5, 0.5, f"no measured {'peak memory' if unit == 'MiB' else 'FLOPs'} "
+                    "in these results", ha="center", va="center", transform=ax.transAxes,
+                    color="#666666")
+            ax.set_xticks([])
+            ax.set_yticks([])
             continue
         lo = min(min(p) for p in pts) * 0.8
         hi = max(max(p) for p in pts) * 1.2
@@ -215,15 +248,21 @@ def validation_scatter(items: Sequence[dict], path: Path, band: float = 0.05) ->
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
+            decades = math.log10(hi / lo)
+            subs = (1.0,) if decades > 4 else (1.0, 2.0, 5.0) if decades > 1 else range(1, 10)
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_locator(LogLocator(base=10, subs=tuple(map(float, subs))))
+                axis.set_major_formatter(_eng())
+                axis.set_minor_formatter(NullFormatter())
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
         ax.set_xlabel(f"measured ({unit})")
         ax.set_ylabel(f"predicted ({unit})")
         ax.legend(loc="upper left", frameon=False)
     a.set_title("peak memory of a step", fontsize=10)
-    b.set_title("FLOPs of a step", fontsize=10)
+    b.set_title("FLOPs of a step (log scale)", fontsize=10)
     fig.suptitle("costcl's prediction against measured training steps", fontsize=12)
-    fig.tight_layout()
     _save(fig, path)
     return rows
 
@@ -235,7 +274,7 @@ def layers(estimate: Any, path: Path) -> list[dict]:
     x = range(len(table))
     fig, (a, b) = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
     a.bar(list(x), [r.forward_flops for r in table], color="#4c72b0", label="forward FLOPs")
-    a.yaxis.set_major_formatter(FuncFormatter(_flops_fmt))
+    a.yaxis.set_major_formatter(_eng())
     a.set_ylabel("forward FLOPs")
     b.bar(list(x), [r.saved_bytes / MIB for r in table], color="#c44e52",
           label="activations kept for backward")

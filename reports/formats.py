@@ -66,7 +66,8 @@ def layer_rows(estimate_json: Mapping[str, Any]) -> list[dict[str, Any]]:
                "backward_input_flops": layer["backward_input_flops"],
                "backward_weight_flops": layer["backward_weight_flops"],
                "saved_bytes": layer["saved_bytes"], "elementwise_flops": layer["elementwise_flops"],
-               "frozen": layer["frozen"]}
+               "frozen": layer["frozen"],
+               "grouped_weight_grad_excess_flops": layer.get("grouped_weight_grad_excess_flops", 0)}
         rows.append(row)
     return rows
 

@@ -14,7 +14,7 @@ The table's setting: ResNet-18 (CIFAR style), batch 32, 10% of the training
 images held out (45,000 and 90,000 images), 5 tasks x 50 epochs on Split
 CIFAR-10 and 10 x 100 on Split TinyImageNet (64x64), 15 stored samples and a
 replay batch of 15.  Its accounting uses the 10-class model's P for both
-datasets (FACTS.md section 2), so the paper column does too; the runtime column
+datasets (every cell's arithmetic says so), so the paper column does too; the runtime column
 uses the 200-class head the code trains on TinyImageNet.
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ DATASETS = ("cifar10", "tinyimagenet")
 SETTING = {"cifar10": dict(tasks=5, epochs=50), "tinyimagenet": dict(tasks=10, epochs=100)}
 
 KNOWN = {
-    ("fdr", "tinyimagenet", "flops"): "47/32 x 12.0e16 is 17.6e16; the table prints 17.7 (FACTS.md "
-                                      "section 2: the same rule fits every other cell)",
+    ("fdr", "tinyimagenet", "flops"): "47/32 x 12.0e16 is 17.6e16; the table prints 17.7 (the same "
+                                      "rule fits every other cell of the table)",
     ("er", "tinyimagenet", "flops"): "47/32 x 12.0e16 is 17.6e16; the table prints 17.7",
     ("derpp", "tinyimagenet", "flops"): "62/32 x 12.0e16 is 23.2e16; the table prints 23.3",
     ("sparcl-er", "cifar10", "mem"): "0.2P + 47a gives 108.6; the table's 106.6 is 2.0 MiB lower, "
@@ -41,7 +41,7 @@ KNOWN = {
     ("sparcl-er", "tinyimagenet", "mem"): "0.2P + 47a gives 409.0; the table's 407.0 is 2.0 MiB "
                                           "lower, cause unknown",
     ("lightcl", None, None): "LightCL's own cells are not reproduced by any principled formula "
-                             "(FACTS.md section 2); costcl's is a model of what its public code does",
+                             "found; costcl's is a model of what its public code does",
 }
 
 

@@ -6,44 +6,30 @@ profiles), the LightCL table beside costcl, predicted against measured (when
 validation results are given) and the per-layer view.  Each chart has the
 numbers it shows in a table below it.
 
-Everything is computed and drawn into a staging folder first; the PNGs and
-``report.md`` are then moved into ``--out`` and ``index.html`` is written last,
-atomically: a report that fails leaves no half-written ``index.html``.
+The whole report (pages, charts, marker) is built in a staging folder and then
+swapped in place of ``--out`` (:mod:`reports.outdir`): nobody ever sees the old
+``index.html`` beside the new charts, and a report that fails leaves the old one
+whole.  ``--out`` is checked before any work (:func:`check_out`).
 """
 from __future__ import annotations
 
-import html
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from costmodel import methods as catalog
 from costmodel.errors import CostclError
 from costmodel.estimation import estimate
-from costmodel.files import atomic_write_text
 from costmodel.scenario import Scenario
 from reports import charts
 from reports.formats import validation_rows
+from reports.outdir import check_out, publish
+from reports.report_render import Section, markdown, page
 from reports.units import MIB
 
-
-@dataclass
-class Section:
-    title: str
-    image: str | None
-    text: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def check_out(out: Path) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CostclError(f"--out {str(out)!r} is a file; give a folder for the report")
-    return out
+__all__ = ["Section", "Sweeps", "build", "check_out", "load_validations", "progress_steps"]
 
 
 VALIDATION_KEYS = frozenset({"predicted", "measured", "compared_peak_bytes", "relative_error"})
@@ -98,36 +84,42 @@ class Sweeps:
 
 
 Progress = Callable[[str], None]
+"""Called when a piece of work ends, with a few words on what runs next (a progress bar)."""
+
+
+def _table_rows() -> int:
+    """How many times the LightCL table's costing ticks (a row on each dataset)."""
+    from reports.paper_table import DATASETS, published
+
+    return len(published()["rows"]) * len(DATASETS)
+
+
+def progress_steps() -> int:
+    """How many times :func:`build` calls its ``progress``: the bar's length for this part."""
+    return 6 + _table_rows()
 
 
 def build(s: Scenario, names: list[str], out: Path, sweeps: Sweeps,
           validations: list[dict[str, Any]] | None = None,
           progress: Progress | None = None) -> list[Section]:
-    """Draw every section into a staging folder, then move it into ``out``."""
+    """Compute every section and draw it into a staging folder, then swap it in as ``out``."""
     say = progress or (lambda _: None)
-    out = check_out(out)
     for name in names:
         catalog.get(name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".costcl-report-", dir=out.parent))
-    try:
+
+    def write(stage: Path) -> list[Section]:
         sections = _sections(s, names, stage, sweeps, validations, say)
-        say("writing")
-        md = _markdown(s, names, sections)
-        page = _html(s, names, sections)
-        out.mkdir(parents=True, exist_ok=True)
-        for png in stage.glob("*.png"):
-            shutil.move(str(png), out / png.name)
-        atomic_write_text(md, out / "report.md")
-        atomic_write_text(page, out / "index.html")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        (stage / "report.md").write_text(markdown(s, names, sections))
+        (stage / "index.html").write_text(page(s, names, sections))
+        return sections
+
+    sections = publish(out, write)
+    say("done")
     return sections
 
 
 def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
               validations: list[dict[str, Any]] | None, say: Progress) -> list[Section]:
-    say("estimating")
     runtime = [estimate(s.replace(method=n, options={})) for n in names]
     paper = [estimate(s.replace(method=n, options={}), convention="paper") for n in names]
     keys = ("model", "dataset", "tasks", "epochs", "batch_size", "replay_batch", "buffer_size",
@@ -136,6 +128,7 @@ def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
             for e in runtime]
     focus = "lightcl" if "lightcl" in names else names[0]
     layered = estimate(s.replace(method=focus, options={}), layers=True)
+    say("drawing the memory and FLOPs charts")
     out = [
         Section("Scenario per method", None,
                 "Each method's scenario as costcl resolved it: what the command line gave, the "
@@ -151,7 +144,7 @@ def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
                 "schedule, counted as FlopCounterMode counts them.",
                 charts.flops(runtime, stage / "flops.png")),
     ]
-    say("budgets")
+    say("drawing the budget charts")
     skipped = sweeps.no_exemplars
     note = (f" {', '.join(skipped)} {'keeps' if len(skipped) == 1 else 'keep'} no exemplars."
             if skipped else "")
@@ -166,9 +159,17 @@ def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
                        "method's own exemplar format; dashed lines: the usable memory of the device "
                        f"profiles.{note}",
                        charts.equal_budget(sweeps.exemplars, sweeps.devices, stage / "budget.png")))
-    say("the LightCL table")
+    total, done = _table_rows(), 0
+    say(f"costing the LightCL table (0 of {total})")
+
+    def row_done() -> None:
+        nonlocal done
+        done += 1
+        say(f"costing the LightCL table ({done} of {total})" if done < total
+            else "drawing the LightCL table")
+
     from reports.paper_table import cells
-    table = cells()
+    table = cells(progress=row_done)
     out.append(Section("The LightCL table beside costcl", "lightcl_table.png",
                        "Published Mem (MiB) and FLOPs beside costcl's paper and runtime conventions "
                        "(costcl paper lightcl lists every cell that differs, with the reason).",
@@ -179,6 +180,7 @@ def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
                            "Each point is a validated training step (costcl validate): measured on "
                            "the x axis, predicted on the y axis; the band is ±5%.",
                            charts.validation_scatter(rows, stage / "validation.png")))
+    say("drawing the per-layer chart")
     out.append(Section(f"Per layer: {focus} on {layered.scenario.model}", "layers.png",
                        "Forward FLOPs and activation bytes kept for backward, layer by layer in "
                        "forward order; shaded layers are frozen (no backward, nothing kept). A block's "
@@ -186,68 +188,7 @@ def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
                        "add); <model> is the model's own code, <step> the method's (e.g. its loss "
                        "terms and stored feature maps).",
                        charts.layers(layered, stage / "layers.png")))
+    say("writing the report")
     return out
 
 
-def _title(s: Scenario, names: list[str]) -> str:
-    return f"costcl report: {', '.join(names)}"
-
-
-def _scenario_line(s: Scenario) -> str:
-    shown = ", ".join(f"{k}: {v}" for k, v in s.to_json().items()
-                      if v not in (None, {}, []) and k not in ("method", "options"))
-    return f"Input: {shown}."
-
-
-def _markdown(s: Scenario, names: list[str], sections: list[Section]) -> str:
-    lines = [f"# {_title(s, names)}", "", _scenario_line(s), ""]
-    for sec in sections:
-        lines += [f"## {sec.title}", "", sec.text, ""]
-        if sec.image:
-            lines += [f"![{sec.title}]({sec.image})", ""]
-        if sec.rows:
-            cols = list(sec.rows[0])
-            lines.append("| " + " | ".join(cols) + " |")
-            lines.append("| " + " | ".join("---" for _ in cols) + " |")
-            for row in sec.rows:
-                lines.append("| " + " | ".join(_cell(row.get(c)) for c in cols) + " |")
-            lines.append("")
-    return "\n".join(lines)
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.3e}"
-    if isinstance(v, int) and abs(v) >= 10**6:
-        return f"{v:.3e}"
-    return str(v)
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-img{max-width:100%;height:auto}table{border-collapse:collapse;font-size:.8em;margin:1em 0;display:block;overflow-x:auto}
-th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f4f4f4}
-td:first-child,th:first-child{text-align:left}p{line-height:1.5}"""
-
-
-def _html(s: Scenario, names: list[str], sections: list[Section]) -> str:
-    e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(s, names))}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{e(_title(s, names))}</h1>"]
-    parts.append("<p>" + e(_scenario_line(s)) + "</p>")
-    for sec in sections:
-        parts.append(f"<h2>{e(sec.title)}</h2><p>{e(sec.text)}</p>")
-        if sec.image:
-            parts.append(f"<img src='{e(sec.image)}' alt='{e(sec.title)}'>")
-        if sec.rows:
-            cols = list(sec.rows[0])
-            parts.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>")
-            for row in sec.rows:
-                parts.append("<tr>" + "".join(f"<td>{e(_cell(row.get(c)))}</td>" for c in cols) + "</tr>")
-            parts.append("</table>")
-    parts.append("<p><small>Made by costcl. Predictions come from the engine's formulas over "
-                 "facts traced on the meta device; published figures are shown beside them, "
-                 "never copied into them.</small></p></body></html>")
-    return "\n".join(parts)

@@ -7,6 +7,7 @@ from rich.table import Table
 from costmodel.conventions import TOOL_UNITS
 from costmodel.estimation import BREAKDOWN_KEYS, Estimate
 from reports.compare import label
+from reports.terminal_layers import layer_table
 from reports.units import flops, mib
 
 
@@ -30,11 +31,13 @@ def estimate_table(e: Estimate, console: Console, layers: bool = False) -> None:
     t.add_row(f"backward {unit}", flops(e.step.backward_flops))
     t.add_row("  of which input gradients", flops(e.step.backward_input_flops))
     t.add_row("  of which weight gradients", flops(e.step.backward_weight_flops))
+    excess = e.step.grouped_weight_grad_excess_flops
+    if excess:
+        t.add_row("    of which grouped-conv rule (note)", flops(excess))
     t.add_row("element-wise (estimate, not in the totals)", flops(e.step.elementwise_flops))
     t.add_row(f"whole run: {e.run.steps:,} steps", flops(e.run.total_flops))
     console.print(t)
-    m = Table(title=f"Peak memory: {mib(e.memory.peak_bytes)} MiB "
-                    f"({e.memory.phase}, at {e.memory.where})", header_style="bold")
+    m = Table(title=f"Peak memory: {mib(e.memory.peak_bytes)} MiB", header_style="bold")
     m.add_column("term")
     m.add_column("MiB", justify="right")
     m.add_column("share", justify="right")
@@ -46,28 +49,32 @@ def estimate_table(e: Estimate, console: Console, layers: bool = False) -> None:
     m.add_row("[bold]peak[/bold]", f"[bold]{mib(e.memory.peak_bytes)}[/bold]", "100%")
     console.print(m)
     if e.convention == "runtime":
+        console.print(f"The step's peak comes in the {e.memory.phase}, at {e.memory.where}.")
         console.print(f"Whole run: [bold]{mib(e.memory.run_peak_bytes)} MiB[/bold] at "
                       f"{e.memory.run_peak_where}"
                       + (f"; kept on the host: {mib(e.memory.host_bytes)} MiB"
                          if e.memory.host_bytes else ""))
     for note in e.notes:
         console.print(f"[dim]note: {note}[/dim]")
+    if excess:
+        console.print(f"note: {grouped_excess_note(e)}")
     if layers and e.layers:
         layer_table(e, console)
 
 
-def layer_table(e: Estimate, console: Console) -> None:
-    t = Table(title="Per layer", header_style="bold")
-    for col in ("layer", "type", "params", "output", "fwd FLOPs", "bwd input", "bwd weight",
-                "saved MiB"):
-        t.add_column(col, justify="left" if col in ("layer", "type", "output") else "right")
-    for row in e.layers or ():
-        style = "dim" if row.frozen else None
-        t.add_row(row.name, row.type, f"{row.params:,}", "x".join(map(str, row.output_shape)),
-                  flops(row.forward_flops), flops(row.backward_input_flops),
-                  flops(row.backward_weight_flops), mib(row.saved_bytes), style=style)
-    console.print(t)
-    console.print("[dim]dim rows: frozen (no backward, nothing kept)[/dim]")
+def grouped_excess_note(e: Estimate) -> str:
+    """Why a step with depthwise convolutions has a backward tens of times its forward."""
+    step, unit = e.step, TOOL_UNITS[e.flops_convention]
+    excess, fwd = step.grouped_weight_grad_excess_flops, step.forward_flops
+    ratio = (f" (the backward is {step.backward_flops / fwd:.1f}x the forward; without the rule "
+             f"{(step.backward_flops - excess) / fwd:.1f}x)" if fwd else "")
+    where = ("The per-layer table below names the layers." if e.layers
+             else "--layers names the layers.")
+    return (f"{flops(excess)} of the backward's {flops(step.backward_flops)} {unit} "
+            f"({100 * excess / step.backward_flops:.0f}%) come from FlopCounterMode's rule for "
+            "grouped (e.g. depthwise) convolutions: it counts such a layer's weight gradient at "
+            "groups times the layer's forward, though the arithmetic is about 1x the forward"
+            f"{ratio}. {where}")
 
 
 def compare_table(c, console: Console) -> None:  # noqa: ANN001

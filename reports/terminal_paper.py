@@ -1,14 +1,43 @@
 """`costcl paper lightcl`: the table with three columns per cell, deviations shown."""
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.table import Table
 
 from reports.paper_table import DATASETS, Cell, published, savings
 
 
+DATASET_NAMES = {"cifar10": "Split CIFAR-10", "tinyimagenet": "Split TinyImageNet"}
+QUANTITY_NAMES = {"flops": "FLOPs", "mem": "Mem"}
+
+
 def _fmt(v: float) -> str:
     return f"{v:,.1f}"
+
+
+def _power(unit: float) -> str:
+    """1e15 -> 10^15: the table's FLOPs unit, as people write it."""
+    return f"10^{round(math.log10(unit))}"
+
+
+def _differences(cells: list[Cell], console: Console) -> None:
+    """Each differing cell on a line; a reason shared by the cells after it is said once."""
+    groups: list[tuple[str, list[Cell]]] = []
+    for c in cells:
+        if c.reproduced:
+            continue
+        if groups and groups[-1][0] == c.reason:
+            groups[-1][1].append(c)
+        else:
+            groups.append((c.reason, [c]))
+    for reason, group in groups:
+        for c in group:
+            console.print(f"  {c.label}, {DATASET_NAMES[c.dataset]} {QUANTITY_NAMES[c.quantity]}: "
+                          f"table {c.published:g}, costcl {c.paper:.2f} ({c.deviation:+.1f})")
+        if reason:
+            console.print(f"    [dim]{reason}[/dim]")
 
 
 def paper_tables(cells: list[Cell], console: Console) -> None:
@@ -16,8 +45,8 @@ def paper_tables(cells: list[Cell], console: Console) -> None:
     console.print(f"[bold]The LightCL table beside costcl[/bold]\n[dim]{data['source']}[/dim]")
     for ds in DATASETS:
         unit = data["units"][ds]["flops"]
-        t = Table(title=f"Split {'CIFAR-10' if ds == 'cifar10' else 'TinyImageNet'} "
-                        f"(FLOPs x{unit:.0e}, Mem MiB)", header_style="bold")
+        t = Table(title=f"{DATASET_NAMES[ds]} (FLOPs in {_power(unit)}, Mem in MiB)",
+                  header_style="bold")
         t.add_column("method", no_wrap=True, min_width=12)
         t.add_column("public\ncode", no_wrap=True)
         for q in ("FLOPs", "Mem"):
@@ -39,15 +68,13 @@ def paper_tables(cells: list[Cell], console: Console) -> None:
     ok = sum(c.reproduced for c in core)
     console.print(f"Paper convention reproduces {ok} of the {len(core)} cells of the other methods "
                   "at the table's one decimal. Cells that differ (yellow):")
-    for c in cells:
-        if not c.reproduced:
-            console.print(f"  {c.label}, {c.dataset} {c.quantity}: table {c.published:g}, costcl "
-                          f"{c.paper:.2f} ({c.deviation:+.1f}). {c.reason}")
+    _differences(cells, console)
     console.print("\nMemory saved by LightCL on Split TinyImageNet (times less than the other method):")
     st = Table(header_style="bold")
     for col in ("comparison", "table", "costcl paper", "runtime, public code",
                 "runtime, costcl's step"):
-        st.add_column(col, justify="left" if col == "comparison" else "right")
+        st.add_column(col, justify="left" if col == "comparison" else "right",
+                      no_wrap=col == "comparison")
     for name, v in savings(cells).items():
         st.add_row(name, f"{v['published']:.2f}x", f"{v['paper']:.2f}x", f"{v['runtime']:.2f}x",
                    f"{v['runtime_costcl']:.2f}x")

@@ -16,3 +16,14 @@ def flops(value: float) -> str:
 
 def ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}x" if base else "-"
+
+
+PREFIXES = ("", "k", "M", "G", "T", "P", "E")
+
+
+def si(value: float) -> str:
+    """3 significant digits and an SI prefix (1.77G, 481M, 5.13k): for narrow tables."""
+    v, i = abs(value), 0
+    while v >= 999.5 and i < len(PREFIXES) - 1:
+        v, i = v / 1000, i + 1
+    return f"{'-' if value < 0 else ''}{v:.3g}{PREFIXES[i]}"

@@ -143,7 +143,8 @@ def test_report_on_the_defaults(tmp_path, costcl):
     # the numbers behind each chart are in a table below it
     assert page.count("<table>") >= len(pngs) and md.count("| --- |") >= len(pngs)
     assert "| lightcl | resnet18-cifar | cifar10 | 5 | 50 | 32 |" in md
-    assert not list(tmp_path.glob(".costcl-report-*"))  # the staging folder is gone
+    assert not list(tmp_path.glob(".rep.costcl-*"))  # the staging folder is gone
+    assert (out / ".costcl-report").is_file()  # the marker: a later report may replace it
 
 
 def test_validation_chart_from_results(tmp_path, costcl):
@@ -191,7 +192,8 @@ def test_a_failed_report_leaves_the_old_index(tmp_path, monkeypatch):
 
     out = tmp_path / "rep"
     out.mkdir()
-    (out / "index.html").write_text("the previous report")
+    old = "the previous report. Made by costcl."  # a report from before the marker file
+    (out / "index.html").write_text(old)
 
     def broken(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("disk full")
@@ -200,6 +202,6 @@ def test_a_failed_report_leaves_the_old_index(tmp_path, monkeypatch):
     sweeps = Sweeps({}, [], {}, [])
     with pytest.raises(RuntimeError, match="disk full"):
         build(Scenario(method="sgd", batch_size=2), ["sgd"], out, sweeps)
-    assert (out / "index.html").read_text() == "the previous report"
+    assert (out / "index.html").read_text() == old
     assert sorted(p.name for p in out.iterdir()) == ["index.html"]  # no chart, no report.md
-    assert not list(tmp_path.glob(".costcl-report-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no staging folder left
