@@ -180,8 +180,8 @@ def test_the_runtime_budget_counts_what_lightcl_forwards(costcl):
     activations too, so far more than its 3,072 bytes of image."""
     import json
 
-    r = costcl("budget", "--budget-mib", "64", "--methods", "lightcl", "--convention", "runtime",
-               "--json")
+    r = costcl("budget", "--budget-mib", "200", "--methods", "lightcl", "--convention", "runtime",
+               "--model", "resnet18-cifar", "--dataset", "cifar10", "--json")
     assert r.returncode == 0, r.stderr
     rows = {row["method"]: row for row in json.loads(r.stdout)}
     assert rows["lightcl"]["fits"] and rows["lightcl"]["exemplars"] > 0
