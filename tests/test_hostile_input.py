@@ -177,7 +177,7 @@ def test_a_shared_sparsity_applies_to_the_sparse_methods_only():
 
 def test_the_runtime_budget_counts_what_lightcl_forwards(costcl):
     """LightCL forwards every stored sample in every step: at runtime an exemplar costs its
-    activations too, so far more than its 3,072 bytes of image."""
+    activations too: over ten times the 12,296 bytes ER keeps per (float) exemplar."""
     import json
 
     r = costcl("budget", "--budget-mib", "200", "--methods", "lightcl", "--convention", "runtime",
@@ -185,4 +185,4 @@ def test_the_runtime_budget_counts_what_lightcl_forwards(costcl):
     assert r.returncode == 0, r.stderr
     rows = {row["method"]: row for row in json.loads(r.stdout)}
     assert rows["lightcl"]["fits"] and rows["lightcl"]["exemplars"] > 0
-    assert rows["lightcl"]["exemplar_bytes"] > 100 * 3_072
+    assert rows["lightcl"]["exemplar_bytes"] > 10 * 12_296
