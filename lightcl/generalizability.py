@@ -1,4 +1,4 @@
-"""The LightCL talk's generalizability metrics (seed 000, Eq. 1-2).
+"""The LightCL talk's generalizability metrics (the LightCL talk, Eq. 1-2).
 
 Train task T-1, then task T (plain fine-tuning).  For each layer i, put back
 its weights from after task T-1, keep every other layer from after task T,

@@ -252,7 +252,7 @@ class LightCL(Method):
                           note="lightcl: costcl's principled model of the public code (weights, "
                                "the trained part's gradients and activations for the stored "
                                "samples and the batch, the references FS); the published cells "
-                               "are not reproduced by any formula found (FACTS.md section 2)")
+                               "are not reproduced by any formula costcl has found, so none is claimed")
 
 
 def forward_with_maps(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""On-device incremental learning by weight freezing (seed 003: Wang et al., Yunnan University).
+"""On-device incremental learning by weight freezing (Wang et al., Yunnan University).
 
 Per new task: (1) the importance of every weight for the old classes,
 ``I = (g * w)^2``, from one forward and backward pass over the exemplar memory;
@@ -27,7 +27,7 @@ from costmodel.scenario import Scenario
 class ODILFreeze(Method):
     name = "odil-freeze"
     summary = "weight freezing by importance (g*w)^2, then replay fine-tuning with distillation"
-    paper = "Efficient On-Device Incremental Learning by Weight Freezing (seed 003)"
+    paper = "Efficient On-Device Incremental Learning by Weight Freezing (Wang et al., Yunnan University)"
     defaults = {"dataset": "cifar100", "optimizer": "sgd-momentum", "buffer_size": 2000}
     memory = "per-class"
     options = {"freeze_rate": Option(0.5, "share of each weight tensor frozen as important", maximum=1.0),

@@ -45,5 +45,5 @@ class PNN(Method):
         return PaperTerms(samples=s.batch_size, weights=1.0, gradients=1.0, extra_params=4.0,
                           flops_factor=(T + 1) * (T + 2) / (6 * T),
                           note="pnn: the table's 6P and SGD x (T+1)(T+2)/(6T) are reproduced as "
-                               "stated (FACTS.md section 2), not derived; costcl's runtime column "
+                               "the table states them, not derived; costcl's runtime column "
                                "builds the columns")
