@@ -60,8 +60,17 @@ class BudgetTable:
     def budget_mib(self) -> float:
         return self.budget_bytes / MIB
 
+    @property
+    def uncosted(self) -> list[str]:
+        """Methods of MEMO's table that costcl's catalog does not cost (yet): their rows are
+        MEMO's counting (one backbone plus exemplars), with no step behind them."""
+        from costmodel.methods import catalog
+
+        return [name for name in self.methods if name not in catalog()]
+
     def to_json(self) -> dict:
         return {"budget_bytes": self.budget_bytes, "budget_mib": self.budget_mib,
+                "not_in_catalog": self.uncosted,
                 "tasks": self.tasks, "protocol": self.protocol, "dataset": self.dataset,
                 "model": self.model, "point": self.point, "init": self.init,
                 "increment": self.increment, "exemplar_bytes": self.exemplar_bytes,

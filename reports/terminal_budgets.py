@@ -35,6 +35,13 @@ def budget_table(t, console: Console) -> None:  # noqa: ANN001
                                     f"(init {t.init}, increment {t.increment}), budget "
                                     f"{t.budget_mib:.2f} MiB"))
     console.print("[dim]budget = DER's final footprint: T backbones + the benchmark buffer[/dim]")
+    _uncosted(t, console)
+
+
+def _uncosted(t, console: Console) -> None:  # noqa: ANN001
+    if t.uncosted:
+        console.print(f"[dim]{', '.join(t.uncosted)}: in MEMO's table, not in costcl's catalog "
+                      "(`costcl methods`); their rows are MEMO's counting, no step is costed[/dim]")
 
 
 def auc_table(tables, console: Console) -> None:  # noqa: ANN001
@@ -50,6 +57,7 @@ def auc_table(tables, console: Console) -> None:  # noqa: ANN001
     console.print(tab)
     console.print(f"[dim]exemplars each method keeps; single-backbone methods (replay, icarl, wa, "
                   f"podnet, bic, foster) keep {t0.model}[/dim]")
+    _uncosted(t0, console)
 
 
 def equal_table(rows, budget_mib: float, counting: str, console: Console) -> None:  # noqa: ANN001
