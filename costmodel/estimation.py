@@ -16,6 +16,7 @@ from typing import Any
 
 from costmodel import conventions, engine, methods, paper
 from costmodel.errors import CostclError
+from costmodel.input_checks import small_input_note
 from costmodel.layers import LayerCost, layer_table
 from costmodel.memory.optimizers import optimizer
 from costmodel.memory.simulate import CATEGORIES
@@ -227,6 +228,9 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
     table = tuple(layer_table(main.trace, plan, B, R)) if layers else None
     notes = list(method.notes(s)) if hasattr(method, "notes") else []
     notes.append(implementation_note(method))
+    small = small_input_note(main.trace, main.network)
+    if small:
+        notes.append(small)
     if instrumented:
         notes.append("instrumented: branch gradients summed out of place, as under a Python "
                      "dispatch-mode memory tracker")

@@ -186,3 +186,13 @@ def test_the_runtime_budget_counts_what_lightcl_forwards(costcl):
     rows = {row["method"]: row for row in json.loads(r.stdout)}
     assert rows["lightcl"]["fits"] and rows["lightcl"]["exemplars"] > 0
     assert rows["lightcl"]["exemplar_bytes"] > 10 * 12_296
+
+
+def test_an_input_too_small_for_the_model_is_said():
+    """A CIFAR ResNet runs on 3x1x1 (padding keeps it legal); the estimate says what it costs."""
+    from costmodel import Scenario, estimate
+
+    small = [n for n in estimate(Scenario(input_size=(3, 1, 1), batch_size=8)).notes
+             if n.startswith("input 3x1x1")]
+    assert len(small) == 1 and "17 convolution(s)" in small[0] and "conv1, 1x1 under a 3x3" in small[0]
+    assert not any(n.startswith("input") for n in estimate(Scenario(batch_size=8)).notes)

@@ -1,0 +1,42 @@
+"""Inputs a model runs on but was not built for.
+
+A CIFAR ResNet runs on a 3x1x1 input: padding keeps every 3x3 convolution
+legal, and the costs come out, describing a network that convolves padding.
+Nothing fails, so the estimate says so in a note instead: the convolutions
+whose input is smaller than their kernel.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from costmodel.trace.records import StepTrace
+
+
+def undersized_convolutions(trace: StepTrace, network: nn.Module) -> list[tuple[str, tuple, tuple]]:
+    """(layer, input H x W, kernel) of each convolution whose input is smaller than its kernel."""
+    out = []
+    for name, (shape_in, _) in trace.module_shapes.items():
+        try:
+            mod = network.get_submodule(name)
+        except AttributeError:
+            continue
+        if not isinstance(mod, nn.modules.conv._ConvNd) or len(shape_in) < 3:
+            continue
+        spatial = tuple(d[0] for d in shape_in[2:])
+        kernel = tuple(mod.kernel_size)
+        if len(spatial) == len(kernel) and any(s < k for s, k in zip(spatial, kernel)):
+            out.append((name, spatial, kernel))
+    return out
+
+
+def small_input_note(trace: StepTrace, network: nn.Module) -> str | None:
+    """A note for the estimate when the input is too small for the model's convolutions."""
+    small = undersized_convolutions(trace, network)
+    if not small:
+        return None
+    name, spatial, kernel = small[0]
+    shape = "x".join(map(str, trace.input_shape))
+    return (f"input {shape}: {len(small)} convolution(s) see an input smaller than their kernel "
+            f"(first: {name}, {'x'.join(map(str, spatial))} under a {'x'.join(map(str, kernel))} "
+            "kernel), so they mostly convolve padding; check --input-size against what the "
+            "model was built for")
