@@ -15,6 +15,7 @@ within the same total training FLOPs, as budgeted-CL work compares methods.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,9 @@ def memo_model_bytes(s: Scenario) -> int:
 
 
 def equal_budget(budget_bytes: int, base: Scenario, names: list[str],
-                 counting: str = "memo") -> list[EqualRow]:
+                 counting: str = "memo", progress: Callable[[str], None] | None = None
+                 ) -> list[EqualRow]:
+    """What each method keeps within ``budget_bytes``; ``progress`` hears each method's name."""
     if budget_bytes <= 0:
         raise CostclError(f"--budget-mib must be > 0, got {budget_bytes / MIB:g}")
     if counting not in COUNTINGS:
@@ -67,6 +70,8 @@ def equal_budget(budget_bytes: int, base: Scenario, names: list[str],
         raise suggest(counting, COUNTINGS, "counting")
     rows = []
     for name in names:
+        if progress:
+            progress(name)
         given = methods.named(base, name, options={})
         s = methods.resolve(given)
         if counting == "memo":
@@ -113,13 +118,16 @@ def _run_flops(s: Scenario, epochs: int) -> int:
     return estimate(s.replace(epochs=epochs, options=options)).run.total_flops
 
 
-def flops_budget(budget_flops: float, base: Scenario, names: list[str]) -> list[EpochRow]:
+def flops_budget(budget_flops: float, base: Scenario, names: list[str],
+                 progress: Callable[[str], None] | None = None) -> list[EpochRow]:
     """The most epochs per task each method affords within ``budget_flops``."""
     checks.number(budget_flops, "--flops-budget", above=0, fix="e.g. 1e15")
     from budgets.fit import largest
 
     rows = []
     for name in names:
+        if progress:
+            progress(name)
         s = methods.resolve(methods.named(base, name, options={}, epochs=None))
         epochs = largest(lambda e, s=s: _run_flops(s, e) <= budget_flops, 1, cap=1 << 20)
         rows.append(EpochRow(name, _run_flops(s, 1), epochs, _run_flops(s, epochs) if epochs else 0))

@@ -8,6 +8,7 @@ and with the buffer, so both searches are a doubling then a bisection.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +103,12 @@ class FitResult:
                 "methods": [m.to_json(u) for m in self.methods]}
 
 
-def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None) -> FitResult:
+def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None,
+        progress: Callable[[str], None] | None = None) -> FitResult:
+    """The largest batch and buffer of ``s`` on ``profile``; which of ``others`` fit at all.
+    ``progress`` hears each method's name as its costing starts (each may trace for seconds)."""
+    tell = progress or (lambda name: None)
+    tell(s.method)
     s = s.replace(device=profile.runs_on)
     usable = profile.usable_bytes
     pm = PeakModel(s, count_host=profile.unified)
@@ -114,6 +120,7 @@ def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None) ->
     result = FitResult(profile, pm.s, batch, pm.peak(batch) if batch else None, pm.peak(batch + 1),
                        buffer)
     for name in others or []:
+        tell(name)
         other = PeakModel(methods.named(s, name, options={}), count_host=profile.unified)
         peak = other.peak(other.s.batch_size)
         result.methods.append(MethodFit(name, other.s.batch_size, other.s.buffer_size, peak,

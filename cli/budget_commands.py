@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.app import AsJson, Format, app, console, emit, emit_json
+from cli.app import AsJson, Format, _progress, app, console, emit, emit_json
 from cli.options import scenario_options
 from costmodel.errors import CostclError
 
@@ -76,14 +76,16 @@ def budget(scenario,  # noqa: ANN001
     if budget_mib is not None:
         from budgets.equal import equal_budget
         from costmodel.checks import number
-        rows = equal_budget(round(number(budget_mib, "--budget-mib", above=0) * 2**20), s, names,
-                            counting)
+        mib = number(budget_mib, "--budget-mib", above=0)
+        with _progress(len(names), "costing") as advance:
+            rows = equal_budget(round(mib * 2**20), s, names, counting, progress=advance)
         d = [r.to_json() for r in rows]
         emit(format, as_json, d, lambda: budget_rows(d),
              lambda: out.equal_table(rows, budget_mib, counting, console))
     else:
         from budgets.equal import flops_budget as run_flops
-        rows = run_flops(flops_budget, s, names)
+        with _progress(len(names), "costing") as advance:
+            rows = run_flops(flops_budget, s, names, progress=advance)
         d = [r.to_json() for r in rows]
         emit(format, as_json, d, lambda: budget_rows(d),
              lambda: out.epochs_table(rows, flops_budget, console))
@@ -103,8 +105,9 @@ def fit(scenario,  # noqa: ANN001
     from reports.formats import fit_rows
     from reports.terminal_budgets import fit_table
 
-    result = run_fit(profile(device, memory_mib), scenario,
-                     parse_methods(methods_) if methods_ else [])
+    others = parse_methods(methods_) if methods_ else []
+    with _progress(1 + len(others), "fitting") as advance:
+        result = run_fit(profile(device, memory_mib), scenario, others, progress=advance)
     d = result.to_json()
     emit(format, as_json, d, lambda: fit_rows(d), lambda: fit_table(result, console))
 
