@@ -15,17 +15,38 @@ from cli.options import scenario_options
 def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
              flops_convention: FlopsConvention = "torch",
              layers: Annotated[bool, typer.Option(help="Also print the per-layer table (CSV: one row per layer).")] = False,
-             as_json: AsJson = False, format: Format = "table") -> None:
+             as_json: AsJson = False, format: Format = "table",
+             no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the trace and answer cache (also: COSTCL_NO_CACHE=1).")] = False) -> None:
     """Predict the FLOPs and peak memory of one step and of the whole CL run."""
+    import contextlib
+    import io
+    import sys
+
+    from cli.cache_commands import remember
+    from costmodel import cache
     from costmodel.estimation import estimate as run_estimate
     from reports.formats import estimate_rows, layer_rows
     from reports.terminal import estimate_table
 
-    e = run_estimate(scenario, convention=convention, flops_convention=flops_convention,
-                     layers=layers)
-    d = e.to_json()
-    emit(format, as_json, d, lambda: layer_rows(d) if layers else estimate_rows(d),
-         lambda: estimate_table(e, console, layers=layers))
+    with cache.disabled(no_cache):
+        e = run_estimate(scenario, convention=convention, flops_convention=flops_convention,
+                         layers=layers)
+        d = e.to_json()
+        # Rendered to text first, then printed: the text is what a repeated command prints
+        # from the answer cache, byte for byte (cli/cache_commands.py).
+        if ("json" if as_json else format) == "table":
+            with console.capture() as captured:
+                estimate_table(e, console, layers=layers)
+            text = captured.get()
+        else:
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                emit(format, as_json, d, lambda: layer_rows(d) if layers else estimate_rows(d),
+                     lambda: None)
+            text = buf.getvalue()
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        remember(text, e.scenario.model)
 
 
 @app.command()

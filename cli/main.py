@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from cli import cost_commands, budget_commands, train_commands  # noqa: F401  (they register)
+from cli import cost_commands, budget_commands, train_commands, cache_commands  # noqa: F401  (they register)
 from cli.app import CostclInterrupt, app
 from costmodel.errors import CostclError
 
@@ -29,8 +29,11 @@ def run(argv: list[str] | None = None) -> None:
     no_args = getattr(exc, "NoArgsIsHelpError", ())
     aborts = tuple(c for c in (getattr(exc, "Abort", None), KeyboardInterrupt) if c)
     exits = getattr(exc, "Exit", ())
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, standalone_mode=False)
+        with cache_commands.answering(argv) as answered:  # a repeated estimate: no torch, no parsing
+            if not answered:
+                app(args=argv, standalone_mode=False)
     except CostclError as e:
         print(f"costcl: error: {e}", file=sys.stderr)
         sys.exit(2)

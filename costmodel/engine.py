@@ -9,8 +9,9 @@ optimizer and device in microseconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,10 +139,13 @@ def _cuda_sizer(batch: int, replay: int) -> Any:
 class StepModel:
     """One traced step and the plans derived from it."""
 
-    def __init__(self, trace: StepTrace, network: nn.Module, state_bytes: Mapping[str, int],
-                 anomaly: bool = False, prepared_trainable: frozenset[str] | None = None) -> None:
+    def __init__(self, trace: StepTrace, network: nn.Module | Callable[[], nn.Module],
+                 state_bytes: Mapping[str, int], anomaly: bool = False,
+                 prepared_trainable: frozenset[str] | None = None) -> None:
         self.trace = trace
-        self.network = network
+        self._network = network
+        """The meta network, or (a trace read from the disk cache) how to build it: most
+        estimates never look at it, and building one costs more than reading its trace."""
         self.prepared_trainable = prepared_trainable
         """Parameters that required grad when the prologue ran (``None``: the step's)."""
         self.anomaly = anomaly
@@ -169,6 +173,13 @@ class StepModel:
     def all_params(self) -> frozenset[str]:
         return frozenset(self.trace.param_numel)
 
+    @property
+    def network(self) -> nn.Module:
+        """The traced network on the meta device (as the method builds it)."""
+        if not isinstance(self._network, nn.Module):
+            self._network = self._network()
+        return self._network
+
 
 # -- building and caching traces ------------------------------------------------
 
@@ -184,7 +195,7 @@ def step_model(s: Any, method: Any, variant: str = "main") -> StepModel:
     key = _structure_key(s, method, variant)
     cached = _TRACES.get(key)
     if cached is None:
-        cached = _trace_method(s, method, variant)
+        cached = _cached_trace(s, method, variant)
         _TRACES[key] = cached
     return cached
 
@@ -226,13 +237,72 @@ def work_model(s: Any, method: Any, work: Any) -> StepModel:
     key = _structure_key(s, method, work.name)
     cached = _WORKS.get(key)
     if cached is None:
-        cached = _trace_method(s, method, work.variant, work)
+        cached = _cached_trace(s, method, work.variant, work)
         _WORKS[key] = cached
     return cached
 
 
-def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepModel:
-    """Trace a variant's step, or (``work``) a between-step work with no backward."""
+def _cached_trace(s: Any, method: Any, variant: str, work: Any = None) -> StepModel:
+    """The traced step (or work) from the disk cache when it holds a valid entry,
+    else traced here and stored for the next process (:mod:`costmodel.cache`)."""
+    from costmodel import cache
+    from costmodel.trace import serialize
+
+    store = cache.store("traces")
+    key = _disk_key(s, method, variant, work) if store is not None else None
+    if store is not None and key is not None:
+        payload = store.load(key, cache.versions())
+        if payload is not None:
+            try:
+                trace, state_bytes, anomaly, prepared = serialize.decode_step(payload)
+            except serialize.DecodeError:
+                pass  # never trusted: traced again below, and the entry overwritten
+            else:
+                return StepModel(trace, _network_builder(s, method, variant, trace,
+                                                         store.path(key)),
+                                 state_bytes, anomaly, prepared)
+    sm = _trace_method(s, method, variant, work)
+    if store is not None and key is not None:
+        payload = serialize.encode_step(sm.trace, sm.state_bytes, sm.anomaly,
+                                        sm.prepared_trainable)
+        if payload is not None:
+            store.save(key, cache.versions(), payload)
+    return sm
+
+
+def _disk_key(s: Any, method: Any, variant: str, work: Any) -> str | None:
+    """Everything a trace depends on beyond the cache's :class:`~costmodel.cache.Versions`
+    (costcl's source, torch, torchvision); ``None``: not cacheable (a factory not found)."""
+    from costmodel import cache
+
+    source = cache.model_source(s.model)
+    if source is None:
+        return None
+    part = work.name if work is not None else variant
+    return cache.digest("trace", repr(_structure_key(s, method, part)), variant,
+                        None if work is None else bool(work.prepared),
+                        s.trainable is None and s.train_from is None,  # see prepared_trainable
+                        source)
+
+
+def _network_builder(s: Any, method: Any, variant: str, trace: StepTrace,
+                     entry: Path) -> Callable[[], nn.Module]:
+    """Builds the network of a trace read back, checked against it.  Only a user factory
+    whose helper modules (not its own file, which is in the key) changed can fail the
+    check; the entry is then removed and the error says to run again."""
+    def build() -> nn.Module:
+        net, _ = _networks(s, method, variant, teachers=False)
+        if {name for name, _ in net.named_parameters()} != set(trace.param_numel):
+            entry.unlink(missing_ok=True)
+            raise CostclError(f"the cached trace of {s.model} does not match the network it "
+                              "builds now (its code changed?); it was removed: run again")
+        return net
+    return build
+
+
+def _networks(s: Any, method: Any, variant: str,
+              teachers: bool = True) -> tuple[nn.Module, list[nn.Module]]:
+    """A variant's network on the meta device and (``teachers``) its frozen teachers."""
     dtype = s.torch_dtype
 
     def build() -> nn.Module:
@@ -242,10 +312,18 @@ def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
     with torch.device("meta"):  # layers a method adds (new heads) land on meta too
         net = method.network(s, build, seen)
         teacher_nets = [method.teacher_network(s, build, seen)
-                        for _ in range(method.teachers(s, variant))]
+                        for _ in range(method.teachers(s, variant) if teachers else 0)]
     for t in teacher_nets:  # a frozen copy in eval mode, as PyCIL's freeze() leaves it
         t.requires_grad_(False)
         t.eval()
+    return net, teacher_nets
+
+
+def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepModel:
+    """Trace a variant's step, or (``work``) a between-step work with no backward."""
+    dtype = s.torch_dtype
+    seen = tasks_seen(s, variant)
+    net, teacher_nets = _networks(s, method, variant)
     teacher_externals = [(f"teacher{i}.{name}", StorageKind.STATE, p)
                          for i, t in enumerate(teacher_nets)
                          for name, p in list(t.named_parameters()) + list(t.named_buffers())]

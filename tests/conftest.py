@@ -37,6 +37,27 @@ def measured_memory(e):
         return memtracker_peak(model, opt, lambda: method.step(ctx, x, y), externals=(x, y))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def costcl_cache_dir(tmp_path_factory):
+    """The suite's trace and answer cache: a session folder, never ~/.cache.
+
+    Subprocesses inherit it, so a step one test traced is read back by the next
+    process instead of traced again (tests/test_cache.py uses its own folders).
+    """
+    import os
+
+    d = tmp_path_factory.mktemp("costcl-cache")
+    saved = {k: os.environ.get(k) for k in ("COSTCL_CACHE_DIR", "COSTCL_NO_CACHE")}
+    os.environ["COSTCL_CACHE_DIR"] = str(d)
+    os.environ.pop("COSTCL_NO_CACHE", None)
+    yield d
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def tiny_factory(tmp_path_factory):
     """A user model factory importable as tinymodels:make (for registry tests)."""

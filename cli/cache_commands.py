@@ -1,0 +1,156 @@
+"""``costcl cache info|clear``, and the answer cache that lets a repeated
+``costcl estimate`` print without importing torch.
+
+The trace cache (:mod:`costmodel.cache`, used by the engine) saves the tracing
+but a fresh process still imports torch (~5 s here) to rebuild the network.
+An *answer* is what ``costcl estimate`` printed, stored under a key made of
+the command line exactly as typed, the working folder, the ``--config`` file's
+bytes, how the terminal renders (width, colours) and costcl's, torch's and
+torchvision's versions and costcl's source fingerprint.  A user factory's
+module file is checked by content on every hit.  :func:`answering` looks it
+up before typer parses anything (parsing itself imports pydantic, 0.3 s): a
+hit prints the stored bytes, identical to the cold output by construction.
+Only a successful estimate is stored, so an error is always recomputed.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import sys
+from collections.abc import Iterator
+
+import typer
+
+from cli.app import AsJson, app, console, emit_json
+from costmodel import cache
+
+cache_app = typer.Typer(help="The trace and answer cache: where it is, what it holds; clear it.",
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+CACHED_COMMANDS = ("estimate",)
+ANSWER_PACKAGES = ("costmodel", "reports", "budgets", "lightcl", "cli")
+"""What a printed answer depends on: the numbers and how they are printed."""
+_PENDING: contextvars.ContextVar[tuple[list[str], str] | None] = contextvars.ContextVar(
+    "costcl_answer_request", default=None)
+"""The running command line and its answer key, while :func:`answering` runs it."""
+
+
+# -- the answer cache --------------------------------------------------------------
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def answer_key(argv: list[str]) -> str | None:
+    """The key of this command line's answer, or ``None`` when it is not cached
+    (another command, ``--help``, ``--no-cache``, caching off, an unreadable config)."""
+    if not argv or argv[0] not in CACHED_COMMANDS or cache.active_root() is None:
+        return None
+    if any(a in ("--no-cache", "--help") for a in argv):
+        return None
+    config = _config_path(argv)
+    config_digest = cache.file_digest(config) if config is not None else None
+    if config is not None and config_digest is None:
+        return None
+    terminal = (console.width, console.color_system, console.is_terminal, console.encoding,
+                console.no_color, console.legacy_windows, console.is_dumb_terminal)
+    return cache.digest("answer", argv, os.getcwd(), config_digest, terminal)
+
+
+def _answer_versions() -> cache.Versions:
+    return cache.versions(ANSWER_PACKAGES)
+
+
+def _lookup(key: str) -> str | None:
+    store = cache.store("answers")
+    payload = store.load(key, _answer_versions()) if store is not None else None
+    if not (isinstance(payload, dict) and isinstance(payload.get("stdout"), str)
+            and isinstance(payload.get("models"), list)):
+        return None
+    for model in payload["models"]:  # a user factory's module, by content
+        if not (isinstance(model, list) and len(model) == 2 and isinstance(model[0], str)
+                and cache.model_source(model[0]) == model[1]):
+            return None
+    return payload["stdout"]
+
+
+@contextlib.contextmanager
+def answering(argv: list[str]) -> Iterator[bool]:
+    """Yield ``True`` after printing a stored answer for ``argv``; else ``False``,
+    with ``argv`` remembered so the command can store what it prints (:func:`remember`)."""
+    key = answer_key(argv)
+    stdout = _lookup(key) if key is not None else None
+    if stdout is not None:
+        sys.stdout.write(stdout)
+        sys.stdout.flush()
+        yield True
+        return
+    token = _PENDING.set((list(argv), key) if key is not None else None)
+    try:
+        yield False
+    finally:
+        _PENDING.reset(token)
+
+
+def remember(stdout: str, model: str) -> None:
+    """Store what the running command printed, for its command line (see :func:`answering`).
+
+    The key is computed again: when it changed while the command ran (a config file
+    edited meanwhile), which bytes the command read is unknown, so nothing is stored.
+    """
+    pending = _PENDING.get()
+    store = cache.store("answers")
+    if pending is None or store is None:
+        return
+    argv, key = pending
+    source = cache.model_source(model)
+    if answer_key(argv) != key or source is None:
+        return
+    store.save(key, _answer_versions(), {"stdout": stdout, "models": [[model, source]]})
+
+
+# -- costcl cache info | clear -----------------------------------------------------
+
+def _size(nbytes: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:,} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
+@cache_app.command("info")
+def info(as_json: AsJson = False) -> None:
+    """Where the cache is, how many entries and bytes it holds, and the versions it is for."""
+    result = cache.info(expected={"traces": cache.versions(cache.TRACE_PACKAGES),
+                                  "answers": _answer_versions()})
+    if as_json:
+        emit_json(result.to_json())
+        return
+    state = "" if result.enabled else " (off: COSTCL_NO_CACHE is set)"
+    lines = [f"cache: {result.location}{state}"]
+    for k in result.kinds:
+        stale = k.entries - k.current
+        lines.append(f"  {k.kind}: {k.entries} entries, {_size(k.size_bytes)}"
+                     + (f" ({stale} from other versions, never read again)" if stale else ""))
+    v = result.versions["traces"]
+    lines.append(f"versions: costcl {v.costcl} (source {v.source}), torch {v.torch}, "
+                 f"torchvision {v.torchvision}")
+    lines.append(f"total: {result.entries} entries, {_size(result.size_bytes)}; "
+                 "COSTCL_CACHE_DIR moves it, COSTCL_NO_CACHE=1 turns it off")
+    print("\n".join(lines))  # plain text: a path is not rich markup
+
+
+@cache_app.command("clear")
+def clear() -> None:
+    """Remove every cached trace and answer (they are rebuilt when next needed)."""
+    where = cache.location()
+    count, size = cache.clear(where)
+    print(f"removed {count} entries ({_size(size)}) from {where}")
