@@ -113,11 +113,21 @@ class _Subset:
 
 
 def _finish(s: Scenario, train: Split, test: Split, mean: tuple, std: tuple,
-            seed: int | None) -> TaskData:
+            seed: int | None, names: list[str] | None = None) -> TaskData:
+    if not len(train) or not len(test):
+        raise CostclError(f"the data has {len(train)} training and {len(test)} test images; "
+                          "both splits need images")
     classes = int(max(train.labels.max(), test.labels.max())) + 1
     if classes != s.classes:
         raise CostclError(f"the data has {classes} classes but the scenario expects {s.classes}; "
                           "set --num-classes or pick the matching --dataset")
+    for what, split in (("training", train), ("test", test)):
+        counts = torch.bincount(split.labels, minlength=classes)
+        if bool((counts == 0).any()):  # a task would train or score on nothing
+            c = int((counts == 0).nonzero()[0])
+            name = f"class {names[c]!r}" if names else f"class {c}"
+            raise CostclError(f"the {what} data has no images of {name} (of {classes} classes); "
+                              "add its images or remove the class")
     if classes % s.tasks:
         raise CostclError(f"{classes} classes do not split into {s.tasks} equal tasks; choose --tasks "
                           f"among the divisors of {classes}")
@@ -178,16 +188,36 @@ def cifar(s: Scenario, root: Path, seed: int | None) -> TaskData:
         train = cls(str(root), train=True, download=False)
         test = cls(str(root), train=False, download=False)
     except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError, pickle errors, ...
+        if (root / folder).is_dir():  # there, but damaged or incomplete
+            raise CostclError(f"cannot read the {s.dataset} pickles in "
+                              f"{str(root / folder)!r} ({_one_line(e)}): damaged or incomplete; "
+                              f"replace them with the python version's {files}") from None
         raise CostclError(f"no readable {s.dataset} data under {str(root)!r}: expected "
                           f"{folder}/ with {files} (the python version); download is off "
                           f"({type(e).__name__})") from None
 
     def split(ds: object) -> Split:
-        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # type: ignore[attr-defined]
-        return Split(x, torch.tensor(ds.targets, dtype=torch.long))  # type: ignore[attr-defined]
+        data, targets = ds.data, ds.targets  # type: ignore[attr-defined]
+        if data.ndim != 4 or data.shape[3] != 3 or len(targets) != len(data) \
+                or min(targets, default=0) < 0:
+            raise CostclError(f"the {s.dataset} pickles in {str(root / folder)!r} hold "
+                              f"{len(targets)} labels for images of shape {tuple(data.shape)}: "
+                              f"damaged; replace them with the python version's {files}")
+        x = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
+        return Split(x, torch.tensor(targets, dtype=torch.long))
 
     mean, std = _CIFAR_STATS[s.dataset]
     return _finish(s, split(train), split(test), mean, std, seed)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:160]}" if text else type(e).__name__
+
+
+def _unreadable(path: str, e: BaseException) -> CostclError:
+    return CostclError(f"cannot read image {path!r} in --data-root: {_one_line(e)}; "
+                       "remove or replace it")
 
 
 class _Images:
@@ -197,9 +227,26 @@ class _Images:
     def __getitem__(self, i: int) -> torch.Tensor:
         from PIL import Image
 
-        with Image.open(self.paths[i]) as im:
-            im = im.convert("RGB").resize(self.size[::-1])
-            return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+        try:
+            with Image.open(self.paths[i]) as im:
+                im = im.convert("RGB").resize(self.size[::-1])
+                return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for damaged files
+            raise _unreadable(self.paths[i], e) from None
+
+
+def scan_images(paths: list[str]) -> None:
+    """Open every image's header before anything trains, so an unreadable file is one line
+    naming it, not a traceback in task 7.  Headers only: about 30 us a file."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                if im.width < 1 or im.height < 1:
+                    raise ValueError(f"it is {im.width}x{im.height} pixels")
+        except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
+            raise _unreadable(path, e) from None
 
 
 def image_folder(s: Scenario, root: Path, seed: int | None) -> TaskData:
@@ -225,6 +272,11 @@ def image_folder(s: Scenario, root: Path, seed: int | None) -> TaskData:
         return paths, labels
 
     train_paths, train_labels = walk(train_dir)
+    counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=len(classes))
+    if train_paths and (counts == 0).any():
+        empty = classes[int(np.flatnonzero(counts == 0)[0])]
+        raise CostclError(f"class folder {str(train_dir / empty)!r} has no images "
+                          f"({', '.join(exts)}); add its images or remove the folder")
     annotations = test_dir / "val_annotations.txt"
     if annotations.exists():  # TinyImageNet's own validation layout
         test_paths, test_labels = [], []
@@ -238,9 +290,11 @@ def image_folder(s: Scenario, root: Path, seed: int | None) -> TaskData:
     if not train_paths or not test_paths:
         raise CostclError(f"no images found under {str(root)!r} (looked for {', '.join(exts)})")
     size = tuple(s.input_shape[1:])
-    return _finish(s, Split(None, torch.tensor(train_labels), _Images(train_paths, size)),
+    data = _finish(s, Split(None, torch.tensor(train_labels), _Images(train_paths, size)),
                    Split(None, torch.tensor(test_labels), _Images(test_paths, size)),
-                   (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), seed)
+                   (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), seed, names=classes)
+    scan_images(train_paths + test_paths)
+    return data
 
 
 def load(s: Scenario, data_root: str, seed: int | None = CLASS_ORDER_SEED) -> TaskData:
