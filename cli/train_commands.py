@@ -23,6 +23,7 @@ def validate(scenario,  # noqa: ANN001
     from reports.formats import validation_rows
     from reports.terminal_validate import validation_table
 
+    _warn_fp16_on_cpu(scenario)
     with _progress(5, "validating") as advance:
         result = run_validate(scenario, scenario.device, steps=steps, fake=fake, progress=advance)
     d = result.to_json()
@@ -42,6 +43,7 @@ def train(scenario,  # noqa: ANN001
     from pathlib import Path
 
     from costmodel import methods as method_catalog
+    from lightcl.checkpoint import check_out_folder
     from lightcl.data import load
     from lightcl.trainer import Trainer
     from reports.terminal_train import train_table
@@ -51,7 +53,9 @@ def train(scenario,  # noqa: ANN001
         if not torch.cuda.is_available():
             raise CostclError("--device cuda, but no CUDA device is visible; use --device cpu")
     s = method_catalog.resolve(scenario)
+    _warn_fp16_on_cpu(s)
     folder = Path(out) if out else Path("out") / f"{s.method}-{s.dataset}"
+    check_out_folder(folder)  # before the data is read and anything trains; writes nothing
     data = load(s, data_root)
     total = sum(p.epochs * p.tasks for p in method_catalog.get(s.method).schedule(s))
     with _train_progress(total) as report:
@@ -59,8 +63,15 @@ def train(scenario,  # noqa: ANN001
         try:
             result = trainer.run(resume=resume)
         except KeyboardInterrupt:
-            raise CostclInterrupt(f"interrupted; the last finished task is saved in {folder}: "
-                                  "rerun with --resume") from None
+            if not trainer.saved_tasks:
+                raise CostclInterrupt("interrupted during the first task; nothing was saved") from None
+            raise CostclInterrupt(f"interrupted; the last finished task ({trainer.saved_tasks} of "
+                                  f"{s.tasks}) is saved in {folder}: rerun with --resume") from None
+        except CostclError as e:
+            if trainer.saved_tasks:  # a failure midway: say what is kept and how to go on
+                raise CostclError(f"{e} (tasks 1-{trainer.saved_tasks} are saved in {folder}: "
+                                  "rerun with --resume once that is fixed)") from None
+            raise
     if as_json:
         emit_json(result.to_json())
     else:
@@ -85,6 +96,7 @@ def generalizability(scenario,  # noqa: ANN001
         raise suggest(metric, ["til", "cil"], "metric")
     s = method_catalog.resolve(scenario.replace(method="sgd"))
     data = load(s, data_root)
+    _warn_fp16_on_cpu(s)
     with _train_progress(2 * s.epochs) as report:
         result = analyze(s, data, s.device, metric, tolerance, progress=report)
     if as_json:
@@ -93,7 +105,18 @@ def generalizability(scenario,  # noqa: ANN001
         generalizability_table(result, console)
 
 
+def _warn_fp16_on_cpu(s) -> None:  # noqa: ANN001
+    """CPU half-precision kernels are emulated: a run that looks hung deserves a word first."""
+    import sys
+
+    if s.dtype == "fp16" and s.device == "cpu":
+        print("costcl: warning: fp16 on the CPU is emulated and very slow; use --dtype bf16 "
+              "(or fp32) on the CPU", file=sys.stderr)
+
+
 def _train_progress(total_epochs: int):  # noqa: ANN202
+    """A bar over the run's epochs that moves with every step (and shows the step
+    before the first one finishes), so a slow first step does not look like a hang."""
     import contextlib
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -109,10 +132,16 @@ def _train_progress(total_epochs: int):  # noqa: ANN202
 
             def report(info: dict) -> None:
                 key = (info["task"], info["phase"], info["epoch"])
-                if key not in seen:
-                    seen.add(key)
-                    p.update(bar_id, completed=len(seen) - 1)
-                p.update(bar_id, description=f"task {info['task'] + 1} epoch {info['epoch']}/{info['epochs']}",
-                         info=f"loss {info['loss']:.3f}  {info['images_per_s']:.0f} img/s")
+                seen.add(key)
+                done = info.get("epochs_done", len(seen) - 1)
+                steps, step = info.get("steps") or 0, info.get("step") or 0
+                p.update(bar_id, completed=done + (step / steps if steps else 0))
+                where = f"task {info['task'] + 1} epoch {info['epoch']}/{info['epochs']}"
+                if steps:
+                    where += f" step {step}/{steps}"
+                loss, speed = info.get("loss"), info.get("images_per_s")
+                p.update(bar_id, description=where,
+                         info=(f"loss {loss:.3f}" if loss is not None else "")
+                         + (f"  {speed:.0f} img/s" if speed is not None else ""))
             yield report
     return bar()

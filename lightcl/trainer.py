@@ -5,13 +5,18 @@ method's own step function and its between-task work, keeps the exemplars the
 method declares (a Mammoth-style reservoir or a PyCIL-style per-class memory),
 evaluates after every task as LightCL does (TIL: argmax inside the task's
 logit slice; CIL: argmax over all logits; both averaged over the tasks seen),
-and writes a checkpoint after every task, atomically, so an interrupted run
-resumes from the last finished task with ``resume=True``.
+and writes a checkpoint after every task (:mod:`lightcl.checkpoint`: data only,
+checksummed, staged with results.json and renamed into place together), so an
+interrupted run resumes from the last finished task with ``resume=True`` and ends
+exactly as the uninterrupted run would: the checkpoint holds every random
+generator the run draws from, and a resume with another scenario, seed or data
+is refused.
 """
 from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,11 +28,11 @@ from torch import nn
 
 from costmodel import engine, methods
 from costmodel.errors import CostclError
-from costmodel.files import atomic_save, atomic_write_text
 from costmodel.estimation import trainable_set
 from costmodel.methods.base import Method, Phase
 from costmodel.models.registry import head_name
 from costmodel.scenario import Scenario
+from lightcl import checkpoint as ckpt
 from lightcl.context import TrainContext
 from lightcl.data import TaskData
 from lightcl.optim import build_optimizer
@@ -74,16 +79,17 @@ class RunResult:
 
 
 def load_weights(net: nn.Module, path: str) -> None:
-    """A checkpoint's weights (``weights_only=True``); the head may differ (it is re-initialised)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CostclError(f"checkpoint {path!r} does not exist") from None
-    except Exception as e:  # noqa: BLE001 - a pickle that is not a state dict
-        raise CostclError(f"cannot read checkpoint {path!r} as weights: {type(e).__name__}: {e}") from None
+    """A checkpoint's weights (``weights_only=True``); the head may differ (it is re-initialised).
+
+    ``path`` is a state dict saved with ``torch.save``, or a costcl checkpoint.pt
+    (checked: its checksum must match)."""
+    fix = "give --checkpoint a state dict saved with torch.save, or a costcl checkpoint.pt"
+    state = ckpt.load_file(path, fix)
+    if isinstance(state, dict) and ckpt.FORMAT_KEY in state:
+        state = ckpt.verify(state, path, fix)
     state = state.get("model", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise CostclError(f"checkpoint {path!r} holds no state dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CostclError(f"checkpoint {path!r} holds no state dict (names to tensors); {fix}")
     own = net.state_dict()
     head = head_name(net) or ""
     missing = sorted(k for k in own if k not in state and not k.startswith(head + "."))
@@ -156,8 +162,12 @@ class _Memory:
 
     def load(self, state: dict[str, Any]) -> None:
         self.tensors = {k: v.to(self.device) for k, v in state["tensors"].items()}
-        self.count, self.seen = state["count"], state["seen"]
+        self.count, self.seen = int(state["count"]), int(state["seen"])
         self.images, self.labels = state["images"], state["labels"]
+        if not 0 <= self.count <= self.capacity or self.seen < self.count or any(
+                len(v) != self.capacity for v in self.tensors.values()):
+            raise ValueError(f"a memory of {self.count} of {self.capacity} exemplars "
+                             f"({', '.join(f'{k}: {len(v)}' for k, v in self.tensors.items())})")
 
 
 class _Run:
@@ -202,6 +212,8 @@ class Trainer:
         self.result = RunResult(self.s, class_order=data.class_order, device=device)
         self.generator = torch.Generator().manual_seed(seed)
         self.next_task = 0
+        self.saved_tasks = 0
+        """Finished tasks whose checkpoint is on disk (what an interruption keeps)."""
         self._meta = engine.step_model(self.s, self.method)
 
     # -- data ------------------------------------------------------------------
@@ -249,10 +261,17 @@ class Trainer:
                               lr=float(s.options.get("lr", 0.01)))
         replay = method.replay_batch(s, phase.variant)
         images, loss_sum, steps = 0, 0.0, 0
+        per_epoch = self._batches_per_epoch(task, phase.mixed)
+        done = self._epochs_before(task, phase)
         start = time.perf_counter()
         for epoch in range(phase.epochs):
             self.net.train()
-            for x, y in self.task_batches(task, phase.mixed):
+            info = {"task": task, "phase": phase.name, "epoch": epoch + 1, "epochs": phase.epochs,
+                    "epochs_done": done + epoch, "step": 0, "steps": per_epoch,
+                    "loss": loss_sum / steps if steps else None,
+                    "images_per_s": None}
+            self.progress(info)  # before the first step, which may be slow (fp16 on a CPU)
+            for step, (x, y) in enumerate(self.task_batches(task, phase.mixed), 1):
                 buffer = self.memory.views()
                 ctx = TrainContext(self.net, task, self.state, buffer, s.torch_dtype, s.tasks,
                                    s.classes, phase.variant, s.options,
@@ -269,16 +288,34 @@ class Trainer:
                 steps += 1
                 loss_sum += float(loss)
                 elapsed = time.perf_counter() - start
-                self.progress({"task": task, "phase": phase.name, "epoch": epoch + 1,
-                               "epochs": phase.epochs, "loss": loss_sum / steps,
-                               "images_per_s": images / max(elapsed, 1e-9)})
+                self.progress(info | {"step": step, "loss": loss_sum / steps,
+                                      "images_per_s": images / max(elapsed, 1e-9)})
         self.state.pop("teacher", None)
         return images, loss_sum / max(steps, 1), time.perf_counter() - start
 
+    def _batches_per_epoch(self, task: int, mixed: bool) -> int:
+        n = len(self.data.task_indices(self.data.train, task))
+        if mixed and self.memory.labels is not None:
+            n += len(self.memory.labels)
+        return math.ceil(n / self.s.batch_size)
+
+    def _epochs_before(self, task: int, phase: Phase) -> int:
+        """Epochs of the whole run before ``phase`` of ``task`` (for progress bars)."""
+        done = sum(p.epochs for t in range(task) for p in self._phases(t))
+        for p in self._phases(task):
+            if p == phase:  # a frozen dataclass: equal fields, the same phase
+                break
+            done += p.epochs
+        return done
+
     # -- the run -------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunResult:
+        """Train the tasks not yet finished.  Everything that can be refused (the
+        checkpoint to resume, the output folder) is checked before the first step."""
         if resume:
             self.restore()
+        if self.out is not None:
+            ckpt.prepare_out_folder(self.out)
         for task in range(self.next_task, self.s.tasks):
             run = _Run(self, task)
             self.method.begin_task(run)
@@ -316,29 +353,66 @@ class Trainer:
         return cil, til
 
     # -- checkpoints -------------------------------------------------------------
+    def _data_identity(self) -> dict[str, Any]:
+        d = self.data
+        return {"class_order": list(d.class_order), "train_images": len(d.train),
+                "test_images": len(d.test)}
+
     def save(self) -> None:
+        """The checkpoint and results.json, staged together then renamed into place."""
         if self.out is None:
             return
         state = {k: v for k, v in self.state.items() if k != "teacher"}
-        atomic_save({"model": self.net.state_dict(), "state": state, "memory": self.memory.state(),
-                     "next_task": self.next_task, "results": [t.to_json() for t in self.result.tasks],
-                     "scenario": self.s.to_json(), "rng": self.generator.get_state()},
-                    self.out / CHECKPOINT)
-        atomic_write_text(json.dumps(self.result.to_json(), indent=2), self.out / RESULTS)
+        run = ckpt.RunCheckpoint(
+            scenario=self.s.to_json(), seed=self.seed, data=self._data_identity(),
+            next_task=self.next_task, model=self.net.state_dict(), state=state,
+            memory=self.memory.state(), results=[t.to_json() for t in self.result.tasks],
+            rng=ckpt.capture_rng(self.generator, self.device))
+        ckpt.write(self.out / CHECKPOINT, run,
+                   beside={self.out / RESULTS: json.dumps(self.result.to_json(), indent=2)})
+        self.saved_tasks = self.next_task
 
     def restore(self) -> None:
+        """Continue from the checkpoint in ``out``: refused, in one line and before
+        anything changes, unless it is costcl's, intact, and of this very run."""
         path = (self.out or Path(".")) / CHECKPOINT
         if not path.exists():
             raise CostclError(f"--resume, but there is no checkpoint at {str(path)!r}; run without "
                               "--resume first (or point --out at the earlier run)")
-        ck = torch.load(path, map_location=self.device, weights_only=False)
-        if ck["scenario"]["method"] != self.s.method or ck["scenario"]["model"] != self.s.model:
-            raise CostclError(f"the checkpoint in {str(path.parent)!r} is a {ck['scenario']['method']} "
-                              f"run on {ck['scenario']['model']}, not {self.s.method} on {self.s.model}")
-        self.net.load_state_dict(ck["model"])
-        self.state.update(ck["state"])
-        self.memory.load(ck["memory"])
-        self.next_task = ck["next_task"]
-        self.generator.set_state(ck["rng"])
-        self.result.tasks = [TaskResult(**{k: v for k, v in t.items() if k not in ("cil_mean", "til_mean")})
-                             for t in ck["results"]]
+        ck = ckpt.read(path)
+        differs = ck.first_difference(self.s.to_json(), self.seed, self._data_identity())
+        if differs:
+            name, then, now = differs
+            raise CostclError(f"--resume: the checkpoint in {str(path.parent)!r} was trained with "
+                              f"{name}={_shown(then)}, this command says {name}={_shown(now)}; "
+                              "rerun with the same flags or a new --out")
+        if not 0 <= ck.next_task <= self.s.tasks or len(ck.results) != ck.next_task:
+            raise CostclError(f"{str(path)!r} says {ck.next_task} tasks are done but holds "
+                              f"{len(ck.results)} results; {ckpt.RESUME_FIX}")
+        try:
+            self.net.load_state_dict(ck.model)
+            self.memory.load(ck.memory)
+            tasks = [TaskResult(**{k: v for k, v in t.items() if k not in ("cil_mean", "til_mean")})
+                     for t in ck.results]
+            ckpt.restore_rng(ck.rng, self.generator, self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise CostclError(f"{str(path)!r} does not fit this run ({first}); "
+                              f"{ckpt.RESUME_FIX}") from None
+        self.state.update(_to_device(ck.state, self.device))
+        self.result.tasks = tasks
+        self.next_task = self.saved_tasks = ck.next_task
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def _to_device(obj: Any, device: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
