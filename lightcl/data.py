@@ -237,7 +237,8 @@ class _Images:
 
 def scan_images(paths: list[str]) -> None:
     """Open every image's header before anything trains, so an unreadable file is one line
-    naming it, not a traceback in task 7.  Headers only: about 30 us a file."""
+    naming it, not a traceback in task 7.  Headers only: under 0.1 ms a file (85 us on a
+    busy 2-core machine), so TinyImageNet's 110,000 images take about ten seconds."""
     from PIL import Image
 
     for path in paths:
