@@ -6,6 +6,7 @@ estimate`` compute, so a chart and a table of the same scenario agree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from budgets.devices import DEVICES, MIB
 from budgets.fit import PeakModel, largest, stored_format
@@ -29,10 +30,22 @@ def budget_grid_mib(steps: int = 40) -> list[float]:
     return [round(top * i / steps, 1) for i in range(1, steps + 1)]
 
 
+def _remembered(name: str, parts: tuple, compute: Any) -> Curves:
+    """A sweep is hundreds of peaks: kept on disk for the next report (costmodel.cache)."""
+    from costmodel import cache
+    return cache.remembered(f"budgets.{name}", parts, compute, Curves, model=parts[0].model,
+                            packages=("costmodel", "budgets"))
+
+
 def exemplar_curves(s: Scenario, names: list[str], budgets_mib: list[float]) -> Curves:
     """The largest buffer that fits each budget beside everything else the step needs,
     in each method's own exemplar format (LightCL forwards every stored sample, so its
     samples cost activations too).  ``None``: not even an empty buffer fits."""
+    return _remembered("exemplar_curves", (s, names, budgets_mib),
+                       lambda: _exemplar_curves(s, names, budgets_mib))
+
+
+def _exemplar_curves(s: Scenario, names: list[str], budgets_mib: list[float]) -> Curves:
     out = Curves("memory budget (MiB)")
     for name in names:
         ms = catalog.named(s, name, options={})
@@ -52,6 +65,11 @@ def exemplar_curves(s: Scenario, names: list[str], budgets_mib: list[float]) -> 
 def batch_curves(s: Scenario, names: list[str], batches: tuple[int, ...] = BATCHES) -> Curves:
     """The runtime peak (bytes) of one step of each method at each batch size; a method
     that replays keeps its own replay batch rule (e.g. equal to the batch)."""
+    return _remembered("batch_curves", (s, names, batches),
+                       lambda: _batch_curves(s, names, batches))
+
+
+def _batch_curves(s: Scenario, names: list[str], batches: tuple[int, ...]) -> Curves:
     out = Curves("batch size")
     for name in names:
         pm = PeakModel(catalog.named(s, name, options={}))

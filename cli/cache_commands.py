@@ -129,8 +129,7 @@ def _size(nbytes: int) -> str:
 @cache_app.command("info")
 def info(as_json: AsJson = False) -> None:
     """Where the cache is, how many entries and bytes it holds, and the versions it is for."""
-    result = cache.info(expected={"traces": cache.versions(cache.TRACE_PACKAGES),
-                                  "answers": _answer_versions()})
+    result = cache.info()
     if as_json:
         emit_json(result.to_json())
         return
@@ -140,7 +139,7 @@ def info(as_json: AsJson = False) -> None:
         stale = k.entries - k.current
         lines.append(f"  {k.kind}: {k.entries} entries, {_size(k.size_bytes)}"
                      + (f" ({stale} from other versions, never read again)" if stale else ""))
-    v = result.versions["traces"]
+    v = result.versions
     lines.append(f"versions: costcl {v.costcl} (source {v.source}), torch {v.torch}, "
                  f"torchvision {v.torchvision}")
     lines.append(f"total: {result.entries} entries, {_size(result.size_bytes)}; "

@@ -5,6 +5,8 @@ Tracing a step on the meta device is most of what a command costs, and every
 
 * ``traces/``: a traced step as plain data (:mod:`costmodel.trace.serialize`),
   keyed by everything the trace depends on (:func:`costmodel.engine.step_model`);
+* ``results/``: what costmodel computed from traces and a scenario (an
+  :func:`~costmodel.estimation.estimate`, LightCL's feature-map shapes), :func:`remembered`;
 * ``answers/``: what ``costcl estimate`` printed for a command line, so a
   repeated one answers without importing torch (:mod:`cli.cache_commands`).
 
@@ -31,14 +33,14 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SCHEMA = 1
 """Bump when the entry layout changes; older entries are then misses."""
-KINDS = ("traces", "answers")
+KINDS = ("traces", "results", "answers")
 ENTRY_SUFFIX = ".json.gz"
 
 _OFF: contextvars.ContextVar[bool] = contextvars.ContextVar("costcl_cache_off", default=False)
@@ -78,6 +80,10 @@ def disabled(off: bool = True) -> Iterator[None]:
 
 # -- what an entry depends on -------------------------------------------------------
 
+TRACE_PACKAGES = ("costmodel",)
+"""A trace depends on the engine, methods and models only (an answer's packages are
+the command line's business: :data:`cli.cache_commands.ANSWER_PACKAGES`)."""
+
 @dataclass(frozen=True)
 class Versions:
     """What makes an entry stale when it changes: costcl (its version and, so that
@@ -88,9 +94,11 @@ class Versions:
     source: str
     torch: str
     torchvision: str
+    packages: tuple[str, ...] = TRACE_PACKAGES
+    """Whose source ``source`` fingerprints: the code that computed the entry."""
 
-    def to_json(self) -> dict[str, str]:
-        return asdict(self)
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "packages": list(self.packages)}
 
 
 @functools.cache
@@ -146,15 +154,12 @@ def _py_files(folder: str) -> Iterator[tuple[str, int, int]]:
             yield e.path, st.st_size, st.st_mtime_ns
 
 
-TRACE_PACKAGES = ("costmodel",)
-"""A trace depends on the engine, methods and models only (an answer's packages are
-the command line's business: :data:`cli.cache_commands.ANSWER_PACKAGES`)."""
 
 
 @functools.cache
 def versions(packages: tuple[str, ...] = TRACE_PACKAGES) -> Versions:
     return Versions(dist_version("costcl"), source_fingerprint(packages),
-                    dist_version("torch"), dist_version("torchvision"))
+                    dist_version("torch"), dist_version("torchvision"), tuple(packages))
 
 
 def digest(*parts: Any) -> str:
@@ -244,6 +249,47 @@ def store(kind: str) -> Store | None:
     return Store(root, kind) if root is not None else None
 
 
+T = TypeVar("T")
+
+
+def remembered(name: str, parts: Any, compute: Callable[[], T], tp: Any,
+               model: str | None = None, packages: tuple[str, ...] = TRACE_PACKAGES) -> T:
+    """``compute()``, or what it returned in an earlier process with the same ``parts``
+    and the same source of ``packages`` (the code that computes it), torch and
+    torchvision (``results/``).
+
+    ``tp`` is the result's type: a stored result must decode into exactly it, and a
+    result is stored only if it comes back equal (so a warm answer is the cold one).
+    ``model``: the model the result depends on, for a user factory's source.
+    """
+    from costmodel.trace import serialize
+
+    results = store("results")
+    source = model_source(model) if model is not None else "costcl"
+    try:
+        key = digest(name, serialize.encode(parts), source) if results and source else None
+    except serialize.DecodeError:
+        key = None
+    if results is None or key is None:
+        return compute()
+    decode = serialize.decoder(tp)
+    payload = results.load(key, versions(packages))
+    if payload is not None:
+        try:
+            return decode(payload)
+        except (serialize.DecodeError, TypeError, ValueError, RecursionError):
+            pass  # never trusted: computed again and overwritten
+    value = compute()
+    try:
+        data = serialize.encode(value)
+        same = decode(data) == value
+    except (serialize.DecodeError, TypeError, ValueError, RecursionError):
+        same = False
+    if same:
+        results.save(key, versions(packages), data)
+    return value
+
+
 # -- info and clear --------------------------------------------------------------------
 
 @dataclass
@@ -260,8 +306,8 @@ class CacheInfo:
     location: Path
     enabled: bool
     kinds: list[KindInfo]
-    versions: dict[str, Versions]
-    """The running versions each kind's entries are checked against."""
+    versions: Versions
+    """The running versions (of costmodel's source, for traces)."""
 
     @property
     def entries(self) -> int:
@@ -274,8 +320,7 @@ class CacheInfo:
     def to_json(self) -> dict[str, Any]:
         return {"location": str(self.location), "enabled": self.enabled,
                 "entries": self.entries, "size_bytes": self.size_bytes,
-                "kinds": [asdict(k) for k in self.kinds],
-                "versions": {kind: v.to_json() for kind, v in self.versions.items()}}
+                "kinds": [asdict(k) for k in self.kinds], "versions": self.versions.to_json()}
 
 
 def _entries(root: Path, kind: str, temporaries: bool = False) -> list[Path]:
@@ -298,11 +343,9 @@ def _header(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def info(root: Path | None = None, expected: dict[str, Versions] | None = None) -> CacheInfo:
-    """What the cache holds; an entry is current when made by ``expected[kind]``
-    (default: the running versions for traces; a kind not named has none current)."""
+def info(root: Path | None = None) -> CacheInfo:
+    """What the cache holds, and how much of it the running code would read."""
     root = root or location()
-    expected = expected or {"traces": versions(TRACE_PACKAGES)}
     kinds = []
     for kind in KINDS:
         files = _entries(root, kind)
@@ -310,12 +353,25 @@ def info(root: Path | None = None, expected: dict[str, Versions] | None = None) 
         for p in files:
             with contextlib.suppress(OSError):
                 size += p.stat().st_size
-            h = _header(p)
-            if (h and kind in expected and h.get("schema") == SCHEMA
-                    and h.get("versions") == expected[kind].to_json()):
-                current += 1
+            current += _current(_header(p))
         kinds.append(KindInfo(kind, len(files), size, current))
-    return CacheInfo(root, active_root() is not None, kinds, expected)
+    return CacheInfo(root, active_root() is not None, kinds, versions(TRACE_PACKAGES))
+
+
+_PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _current(header: dict[str, Any] | None) -> bool:
+    """Whether an entry was made by the running versions of the packages it names.
+    Only plain top-level names are looked up: finding one imports nothing."""
+    try:
+        named = header["versions"]["packages"]  # type: ignore[index]
+        if header.get("schema") != SCHEMA or not all(  # type: ignore[union-attr]
+                isinstance(n, str) and _PACKAGE_NAME.match(n) for n in named):
+            return False
+        return header["versions"] == versions(tuple(named)).to_json()  # type: ignore[index]
+    except (KeyError, TypeError, AttributeError):
+        return False
 
 
 def clear(root: Path | None = None) -> tuple[int, int]:

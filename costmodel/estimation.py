@@ -190,7 +190,16 @@ def growth(method: Method, f: Any, t: int) -> int:
 
 def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "torch",
              instrumented: bool = False, layers: bool = False) -> Estimate:
-    """Cost of one step and of the whole CL schedule of ``s``."""
+    """Cost of one step and of the whole CL schedule of ``s`` (kept on disk for the next
+    process: :func:`costmodel.cache.remembered`)."""
+    from costmodel import cache
+    return cache.remembered("estimate", (s, convention, flops_convention, instrumented, layers),
+                            lambda: _estimate(s, convention, flops_convention, instrumented,
+                                              layers), Estimate, model=s.model)
+
+
+def _estimate(s: Scenario, convention: str, flops_convention: str, instrumented: bool,
+              layers: bool) -> Estimate:
     if convention not in CONVENTIONS:
         from costmodel.errors import suggest
         raise suggest(convention, CONVENTIONS, "convention")

@@ -50,14 +50,29 @@ def entries(d: Path, kind: str = "traces") -> list[Path]:
     return sorted((d / kind).glob("*.json.gz"))
 
 
-def cold_then_warm(s: Scenario, monkeypatch, **kw) -> tuple[dict, dict]:
+def no_trace_reads(monkeypatch) -> None:
+    """From here on, an estimate must come from ``results/`` without reading a trace."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a trace was read: the stored estimate was not used")
+    monkeypatch.setattr(engine, "_cached_trace", refuse)
+
+
+def cold_then_warm(s: Scenario, monkeypatch, cache_dir: Path, **kw) -> tuple[dict, dict, dict]:
+    """The estimate traced, then read back as a whole, then recomputed from stored traces."""
     forget()
-    cold = estimate(s, **kw).to_json()
+    cold = estimate(s, **kw)
+    forget()
+    with monkeypatch.context() as m:
+        no_trace_reads(m)
+        whole = estimate(s, **kw)
+    assert whole == cold
+    for p in entries(cache_dir, "results"):
+        p.unlink()
     forget()
     with monkeypatch.context() as m:
         no_tracing(m)
-        warm = estimate(s, **kw).to_json()
-    return cold, warm
+        from_traces = estimate(s, **kw)
+    return cold.to_json(), whole.to_json(), from_traces.to_json()
 
 
 CASES = [
@@ -66,22 +81,39 @@ CASES = [
     Scenario(method="ewc", model="conv2", optimizer="adam"),
     Scenario(method="icarl", model="resnet14-cifar", tasks=2),
     Scenario(method="memo", model="resnet14-cifar", tasks=2),
-    Scenario(method="sgd", model="conv2", train_from="blocks.1"),
+    Scenario(method="sgd", model="conv2", train_from="blocks.1", dtype="fp16"),
 ]
 
 
 @pytest.mark.parametrize("s", CASES, ids=lambda s: f"{s.method}-{s.model}")
 def test_a_warm_estimate_equals_the_cold_one(s, cache_dir, monkeypatch):
-    cold, warm = cold_then_warm(s, monkeypatch, layers=True)
+    cold, whole, from_traces = cold_then_warm(s, monkeypatch, cache_dir, layers=True)
     assert entries(cache_dir)
-    assert json.dumps(cold, sort_keys=True) == json.dumps(warm, sort_keys=True)
+    assert json.dumps(cold, sort_keys=True) == json.dumps(whole, sort_keys=True)
+    assert json.dumps(cold, sort_keys=True) == json.dumps(from_traces, sort_keys=True)
+
+
+def test_the_paper_convention_and_a_sweep_are_remembered(cache_dir, monkeypatch):
+    from budgets.curves import batch_curves, exemplar_curves
+
+    s = Scenario(model="conv2", batch_size=8)
+    names = ["sgd", "er"]
+
+    def compute() -> tuple:
+        return (estimate(s.replace(method="der"), convention="paper"),
+                batch_curves(s, names, (1, 2, 4)), exemplar_curves(s, names, [5.0, 50.0]))
+    cold = compute()
+    forget()
+    with monkeypatch.context() as m:
+        no_trace_reads(m)
+        assert compute() == cold
 
 
 def test_a_user_factory_is_cached_by_its_source(cache_dir, monkeypatch, tiny_factory):
     s = Scenario(method="er", model=f"{tiny_factory}:make", input_size=(3, 16, 16),
                  num_classes=10)
-    cold, warm = cold_then_warm(s, monkeypatch)
-    assert cold == warm
+    cold, whole, from_traces = cold_then_warm(s, monkeypatch, cache_dir)
+    assert cold == whole == from_traces
     # editing the factory's module is a different model: traced again, not read back
     module = Path(sys.modules[tiny_factory].__file__)
     before = cache.model_source(s.model)
@@ -89,9 +121,9 @@ def test_a_user_factory_is_cached_by_its_source(cache_dir, monkeypatch, tiny_fac
     try:
         assert cache.model_source(s.model) != before
         forget()
-        n = len(entries(cache_dir))
+        n, m = len(entries(cache_dir)), len(entries(cache_dir, "results"))
         estimate(s)
-        assert len(entries(cache_dir)) > n
+        assert len(entries(cache_dir)) > n and len(entries(cache_dir, "results")) > m
     finally:
         module.write_text(module.read_text().replace("\n# edited\n", ""))
 
@@ -129,27 +161,32 @@ CORRUPTIONS = {
 }
 
 
-def _bad_index(payload: dict) -> dict:
-    op = payload["trace"][0][0]  # the first op's inputs: storage ids
-    op[2] = [10**6]
+def _bad_index(payload: dict | list) -> dict | list:
+    if isinstance(payload, dict):  # a trace: the first op's inputs are storage ids
+        payload["trace"][0][0][2] = [10**6]
+    else:  # an estimate: its step's FLOPs become text
+        payload[3][0] = "many"
     return payload
 
 
 @pytest.mark.parametrize("how", list(CORRUPTIONS))
-def test_a_bad_or_foreign_trace_entry_is_rebuilt_not_trusted(how, cache_dir, monkeypatch):
+def test_a_bad_or_foreign_entry_is_rebuilt_not_trusted(how, cache_dir, monkeypatch):
     s = Scenario(method="ewc", model="conv2")
     forget()
     cold = estimate(s).to_json()
-    files = entries(cache_dir)
-    assert files
+    traces, results = entries(cache_dir), entries(cache_dir, "results")
+    assert traces and results
     store = cache.store("traces")
-    for p in files:
+    for p in traces + results:
         CORRUPTIONS[how](p)
-        assert not readable(store, p)
+    assert not any(readable(store, p) for p in traces)
     forget()
     assert estimate(s).to_json() == cold  # traced again ...
-    for p in files:  # ... and the entries overwritten with good ones
-        assert readable(store, p)
+    assert all(readable(store, p) for p in traces)  # ... and the entries overwritten
+    forget()
+    with monkeypatch.context() as m:  # the estimate too
+        no_trace_reads(m)
+        assert estimate(s).to_json() == cold
 
 
 def readable(store: cache.Store, p: Path) -> bool:
@@ -214,13 +251,13 @@ def test_a_repeated_estimate_prints_the_same_bytes_from_the_answer_cache(
 
 def test_a_trace_warm_estimate_prints_what_a_cold_one_does(cache_dir, costcl, monkeypatch):
     cold = costcl(*ARGS, "--layers")
-    cache.clear(cache_dir)  # no answers, no traces: everything again
+    cache.clear(cache_dir)  # nothing stored: everything again
     forget()
     again = costcl(*ARGS, "--layers")
     forget()
-    for p in entries(cache_dir, "answers"):
+    for p in entries(cache_dir, "answers") + entries(cache_dir, "results"):
         p.unlink()
-    with monkeypatch.context() as m:  # answers gone, traces kept: printed from the traces
+    with monkeypatch.context() as m:  # answers and estimates gone, traces kept
         no_tracing(m)
         warm = costcl(*ARGS, "--layers")
     assert cold.stdout == again.stdout == warm.stdout
@@ -271,11 +308,13 @@ def test_cache_info_and_clear(cache_dir, costcl):
     kinds = {k["kind"]: k for k in info["kinds"]}
     assert info["location"] == str(cache_dir) and info["enabled"]
     assert kinds["traces"]["entries"] >= 1 and kinds["answers"]["entries"] == 1
-    assert kinds["traces"]["current"] == kinds["traces"]["entries"]
-    assert info["size_bytes"] == sum(p.stat().st_size for k in ("traces", "answers")
+    assert all(k["current"] == k["entries"] for k in kinds.values())
+    assert kinds["results"]["entries"] >= 1
+    assert info["size_bytes"] == sum(p.stat().st_size for k in cache.KINDS
                                      for p in entries(cache_dir, k))
     text = costcl("cache", "info").stdout
     assert str(cache_dir) in text and "traces:" in text and "torch" in text
+    assert "other versions" not in text
     r = costcl("cache", "clear")
     assert r.returncode == 0
     assert r.stdout.strip() == (f"removed {info['entries']} entries "

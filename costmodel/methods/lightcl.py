@@ -111,7 +111,15 @@ def channel_masks(net: nn.Module) -> dict[str, torch.Tensor]:
 
 @functools.cache
 def map_shapes(model: str, input_shape: tuple[int, ...], classes: int) -> tuple[tuple[int, ...], ...]:
-    """(C, H, W) of each of the four maps, from one meta forward."""
+    """(C, H, W) of each of the four maps, from one meta forward, kept on disk: a process's
+    first meta forward imports torch._dynamo (seconds) and a warm run traces nothing else."""
+    from costmodel import cache
+    return cache.remembered("lightcl.map_shapes", (model, input_shape, classes),
+                            lambda: _map_shapes(model, input_shape, classes),
+                            tuple[tuple[int, ...], ...], model=model)
+
+
+def _map_shapes(model: str, input_shape: tuple[int, ...], classes: int) -> tuple[tuple[int, ...], ...]:
     net = build_model(model, classes, input_shape[0], "meta")
     with feature_maps(net) as maps, torch.no_grad():
         net(torch.empty((1, *input_shape), device="meta"))

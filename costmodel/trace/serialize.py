@@ -1,4 +1,5 @@
-"""A :class:`~costmodel.trace.records.StepTrace` as plain JSON data, and back, checked.
+"""Records (a :class:`~costmodel.trace.records.StepTrace`, an estimate) as plain JSON
+data, and back, checked.
 
 The trace cache (:mod:`costmodel.cache`) keeps traces on disk; a cache file is
 data, never code (no pickle), and a file that does not decode into exactly the
@@ -45,11 +46,15 @@ def encode(value: Any) -> Any:
         return value.value
     if isinstance(value, (tuple, list)):
         return [encode(v) for v in value]
-    if isinstance(value, dict):
+    if t is float:
+        return value
+    if isinstance(value, Mapping):
         return {_key(k): encode(v) for k, v in value.items()}
+    if isinstance(value, (frozenset, set)):
+        return sorted(encode(v) for v in value)
     if isinstance(value, int) and not isinstance(value, bool):
         return int(value)
-    raise DecodeError(f"cannot store a {t.__name__} in a trace")
+    raise DecodeError(f"cannot store a {t.__name__}")
 
 
 @functools.cache
@@ -70,6 +75,13 @@ def _fail(expected: str, value: Any) -> DecodeError:
 
 
 def _scalar(tp: type) -> Decoder:
+    if tp is float:  # a float-typed value that happens to be whole is stored as an int
+        def decode_float(value: Any) -> Any:
+            if type(value) not in (float, int):
+                raise _fail("float", value)
+            return value
+        return decode_float
+
     def decode(value: Any) -> Any:
         # bool is an int in Python; a stored true where a count belongs is corruption
         if type(value) is not tp:
@@ -87,8 +99,10 @@ def _none(value: Any) -> None:
 @functools.cache
 def decoder(tp: Any) -> Decoder:
     """A function that turns stored data back into a value of type ``tp``, or raises."""
-    if tp in (int, str, bool):
+    if tp in (int, str, bool, float):
         return _scalar(tp)
+    if tp is Any:
+        return _plain
     if tp is type(None):
         return _none
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -126,7 +140,10 @@ def decoder(tp: Any) -> Decoder:
     if origin is list:
         item = decoder(args[0])
         return lambda value: [item(v) for v in _list(value)]  # noqa: C416
-    if origin is dict:
+    if origin is frozenset:
+        item = decoder(args[0])
+        return lambda value: frozenset(item(v) for v in _list(value))
+    if origin in (dict, Mapping):
         key, item = decoder(args[0]), decoder(args[1])
 
         def decode_dict(value: Any) -> dict:
@@ -135,6 +152,17 @@ def decoder(tp: Any) -> Decoder:
             return {key(k): item(v) for k, v in value.items()}
         return decode_dict
     raise TypeError(f"no decoder for {tp!r}")
+
+
+def _plain(value: Any) -> Any:
+    """``Any`` (a method option's value): whatever JSON holds, checked to be only that."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if type(value) is list:
+        return [_plain(v) for v in value]
+    if type(value) is dict:
+        return {_key(k): _plain(v) for k, v in value.items()}
+    raise _fail("a JSON value", value)
 
 
 def _ints(length: int | None) -> Decoder:
