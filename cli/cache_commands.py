@@ -59,9 +59,13 @@ def answer_key(argv: list[str]) -> str | None:
     config_digest = cache.file_digest(config) if config is not None else None
     if config is not None and config_digest is None:
         return None
+    try:
+        cwd = os.getcwd()  # relative paths (--config, a factory on sys.path) mean other files
+    except OSError:
+        return None
     terminal = (console.width, console.color_system, console.is_terminal, console.encoding,
                 console.no_color, console.legacy_windows, console.is_dumb_terminal)
-    return cache.digest("answer", argv, os.getcwd(), config_digest, terminal)
+    return cache.digest("answer", argv, cwd, config_digest, terminal)
 
 
 def _answer_versions() -> cache.Versions:

@@ -1,7 +1,7 @@
-"""A cache on disk for work a fresh process would otherwise redo: traces and answers.
+"""A cache on disk for work a fresh process would otherwise redo: traces, results, answers.
 
 Tracing a step on the meta device is most of what a command costs, and every
-``costcl`` process used to redo it.  Two stores live under one folder:
+``costcl`` process used to redo it.  Three stores live under one folder:
 
 * ``traces/``: a traced step as plain data (:mod:`costmodel.trace.serialize`),
   keyed by everything the trace depends on (:func:`costmodel.engine.step_model`);
@@ -189,8 +189,8 @@ def model_source(name: str) -> str | None:
     module = name.partition(":")[0]
     try:
         import importlib.util
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+        spec = importlib.util.find_spec(module)  # imports the parent package, if dotted
+    except Exception:  # noqa: BLE001 - a user's package can raise anything: not cacheable
         return None
     origin = getattr(spec, "origin", None)
     found = file_digest(origin) if origin and origin.endswith(".py") else None
