@@ -265,14 +265,16 @@ def remembered(name: str, parts: Any, compute: Callable[[], T], tp: Any,
     from costmodel.trace import serialize
 
     results = store("results")
+    if results is None:
+        return compute()
     source = model_source(model) if model is not None else "costcl"
     try:
-        key = digest(name, serialize.encode(parts), source) if results and source else None
-    except serialize.DecodeError:
+        key = digest(name, serialize.encode(parts), source) if source else None
+        decode = serialize.decoder(tp)
+    except (serialize.DecodeError, TypeError, NameError):  # a field type it cannot store
         key = None
-    if results is None or key is None:
+    if key is None:
         return compute()
-    decode = serialize.decoder(tp)
     payload = results.load(key, versions(packages))
     if payload is not None:
         try:
