@@ -1,11 +1,14 @@
-"""`costcl estimate` end to end against `python -c "import torch, torchvision"`.
+"""`costcl estimate` end to end against `python -c "import torch, torchvision"`, cold.
 
 Target: no more than 1.5x.  Each command runs a few times; medians are compared.
+The cache is off (``COSTCL_NO_CACHE=1``), so every run traces: this is the first
+estimate of a scenario.  benchmarks/warm_start.py times the cached one.
 Run: python benchmarks/cli_latency.py [--repeat 5]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -17,9 +20,11 @@ TARGET_RATIO = 1.5
 
 def wall(cmd: list[str], repeat: int) -> float:
     times = []
+    env = {**os.environ, "COSTCL_NO_CACHE": "1"}
     for _ in range(repeat):
         t = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=env)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
