@@ -2,6 +2,7 @@
 
 A crash or Ctrl-C leaves either the old file or the new one, never half of one.
 The file gets the permissions any new file would (the umask's), not mkstemp's 0600.
+:func:`check_can_create` refuses an output location before any work starts.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from costmodel.errors import CostclError
 
 
 def _umask() -> int:
@@ -41,3 +44,18 @@ def atomic_save(obj: object, path: Path) -> None:
     import torch
 
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def check_can_create(path: Path, flag: str, fix: str) -> None:
+    """``path`` (to be created, or written in) can be: its nearest existing ancestor is a
+    folder this process may write.  Checked before any work, so an hour of training or
+    two minutes of a report cannot end on a read-only or mistyped ``--out``."""
+    existing = Path(path)
+    while not existing.exists() and not existing.is_symlink() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CostclError(f"{flag} {str(path)!r} goes through the file {str(existing)!r}, which "
+                          f"is a file, not a folder; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CostclError(f"{flag} {str(path)!r}: {str(existing)!r} is not writable "
+                          f"(permission denied); {fix}")

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from costmodel.errors import CostclError
+from costmodel.files import check_can_create
 
 FORMAT_KEY = "costcl_checkpoint"
 FORMAT_VERSION = 1
@@ -322,17 +323,7 @@ def check_out_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise CostclError(f"--out {str(folder)!r} is a file, not a folder; choose a folder "
                           "for the checkpoint and results.json")
-    existing = folder
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise CostclError(f"--out {str(folder)!r} goes through the file {str(existing)!r}; "
-                          "choose a folder path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CostclError(f"--out {str(folder)!r}: {str(existing)!r} is not writable; "
-                          "choose a folder you can write to")
+    check_can_create(folder, "--out", "choose a folder you can write to")
 
 
 def prepare_out_folder(folder: Path) -> None:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from costmodel.errors import CostclError
+from costmodel.files import check_can_create
 
 MARKER = ".costcl-report"
 """The file that says "costcl wrote this folder"; JSON with the files it wrote."""
@@ -78,23 +79,10 @@ def check_out(out: Path | str) -> Path:
     if path.parent == path or Path.cwd().resolve().is_relative_to(path.resolve()):
         raise CostclError(f"--out {_quoted(out)} is the current folder or holds it; give a "
                           "new folder for the report, e.g. --out report")
-    _check_parent(path, out)
+    check_can_create(path.parent, "--out", "give a folder you can write for the report")
     if path.is_dir():
         _check_replaceable(path, out)
     return path
-
-
-def _check_parent(path: Path, given: Path | str) -> None:
-    """The nearest existing ancestor must be a folder we may write (staging goes there)."""
-    parent = path.parent
-    while not parent.exists() and not parent.is_symlink():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise CostclError(f"--out {_quoted(given)}: {_quoted(parent)} is a file, not a folder; "
-                          "give a folder for the report")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CostclError(f"--out {_quoted(given)}: cannot write in {_quoted(parent)} "
-                          "(permission denied); give a folder you can write")
 
 
 def _written_files(folder: Path) -> frozenset[str] | None:
