@@ -1,9 +1,9 @@
 """Every `costcl` command shown in the README runs as written.
 
 The commands are read from the README's fenced blocks, so a new example is
-tested the day it is written.  Each runs through the real entry point in an
-empty folder that holds what the README says exists beside it (scenario.toml,
-the `mypkg.nets:make_net` factory, a `results/` folder).  A command that needs
+tested the day it is written.  They run through the real entry point, in README
+order, in one folder that holds what the README says exists beside them
+(scenario.toml, the `mypkg.nets:make_net` factory, a `results/` folder).  A command that needs
 what a test machine lacks (a dataset folder, a CUDA device) is skipped with its
 reason; the long ones (the LightCL table, a report, a crosscheck at 224x224)
 run with ``-m slow``.  A command neither run nor listed here fails the test.
@@ -65,12 +65,15 @@ def test_the_readme_shows_commands():
     assert "costcl estimate --method lightcl --sparsity 0.9" in commands  # the quick start
 
 
-@pytest.fixture
-def beside(tmp_path, monkeypatch):
-    """An empty working folder with what the README's examples assume is there."""
-    (tmp_path / "scenario.toml").write_text(_toml_block("scenario.toml"))
-    (tmp_path / "results").mkdir()
-    pkg = tmp_path / "pkgs" / "mypkg"
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """One folder for all the examples, run in README order as a reader types them (the
+    report reads the validation JSON an earlier example wrote), holding what the README
+    says is beside them."""
+    d = tmp_path_factory.mktemp("readme")
+    (d / "scenario.toml").write_text(_toml_block("scenario.toml"))
+    (d / "results").mkdir()
+    pkg = d / "pkgs" / "mypkg"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "nets.py").write_text(
@@ -78,11 +81,16 @@ def beside(tmp_path, monkeypatch):
         "def make_net(num_classes=10):\n"
         "    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),\n"
         "                         nn.Flatten(), nn.Linear(8 * 14 * 14, num_classes))\n")
-    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
+    yield d
     sys.modules.pop("mypkg.nets", None)
     sys.modules.pop("mypkg", None)
+
+
+@pytest.fixture
+def beside(folder, monkeypatch):
+    monkeypatch.syspath_prepend(str(folder / "pkgs"))
+    monkeypatch.chdir(folder)
+    return folder
 
 
 @pytest.mark.parametrize("command", [_param(c) for c in readme_commands()])
