@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from costmodel.errors import CostclError
-from costmodel.files import check_can_create
+from costmodel.files import atomic_write_all, check_can_create
 
 FORMAT_KEY = "costcl_checkpoint"
 FORMAT_VERSION = 1
@@ -215,33 +215,11 @@ def write(path: Path, checkpoint: RunCheckpoint, beside: Mapping[Path, str] | No
         (Path(path), lambda f: torch.save(sealed, f))]
     files += [(Path(p), lambda f, text=text: f.write(text.encode())) for p, text in (beside or {}).items()]
     try:
-        _commit(files)
+        atomic_write_all(files, fsync=True)
     except OSError as e:
         raise CostclError(f"cannot write the checkpoint {str(path)!r}: "
                           f"{e.strerror or type(e).__name__}; free disk space or choose another "
                           "--out (the previous checkpoint, if any, is intact)") from None
-
-
-def _commit(files: list[tuple[Path, Callable[[IO[bytes]], None]]]) -> None:
-    mask = os.umask(0)
-    os.umask(mask)
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, write_to in files:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            staged.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                write_to(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~mask)
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_file(path: Path | str, fix: str) -> Any:
