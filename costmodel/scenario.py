@@ -211,6 +211,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return scenario
 
 
+def method_and_impl(text: str) -> tuple[str, str | None]:
+    """'lightcl@costcl' -> ('lightcl', 'costcl'); 'lightcl' -> ('lightcl', None)."""
+    name, _, impl = text.partition("@")
+    return name.strip(), impl.strip() or None
+
+
 def build(file_values: Mapping[str, Any] | None = None, **flags: Any) -> Scenario:
     """A scenario from a config file's values, overridden by flags that were given."""
     values: dict[str, Any] = dict(file_values or {})
@@ -222,11 +228,11 @@ def build(file_values: Mapping[str, Any] | None = None, **flags: Any) -> Scenari
     values.update({k: v for k, v in flags.items() if v is not None})
     method = values.get("method")
     if isinstance(method, str) and "@" in method:  # --method NAME@IMPL, as --methods takes
-        name, _, impl = method.partition("@")
-        if values.get("impl") not in (None, impl.strip()):
+        name, impl = method_and_impl(method)
+        if values.get("impl") not in (None, impl):
             raise CostclError(f"--method {method} and --impl {values['impl']} name two "
                               "implementations; give one")
-        values["method"], values["impl"] = name.strip(), impl.strip()
+        values["method"], values["impl"] = name, impl
     try:
         return Scenario(**values, options=options)
     except TypeError as e:

@@ -14,7 +14,7 @@ from typing import Any
 
 from costmodel.errors import CostclError, suggest
 from costmodel.methods.base import Method, Option
-from costmodel.scenario import Scenario
+from costmodel.scenario import Scenario, method_and_impl
 
 GLOBAL_DEFAULTS = {"model": "resnet18-cifar", "dataset": "cifar10", "batch_size": 32,
                    "optimizer": "sgd", "holdout": 0.0, "sparsity": 0.0}
@@ -69,8 +69,8 @@ def get(name: str, impl: str | None = None) -> Method:
 
 def named(s: Scenario, text: str, **changes: Any) -> Scenario:
     """``s`` for the method ``text``: a name, or NAME@IMPL for one implementation."""
-    name, _, impl = text.partition("@")
-    if s.sparsity and not get(name.strip(), impl.strip() or None).sparse:
+    name, impl = method_and_impl(text)
+    if s.sparsity and not get(name, impl).sparse:
         changes.setdefault("sparsity", None)  # a shared --sparsity is for the sparse methods
     return s.replace(method=name.strip(), impl=impl.strip() or None, **changes)
 
