@@ -9,6 +9,7 @@ it through), and ``"False"`` is a true string.  Each check below closes one.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 from costmodel.errors import CostclError
@@ -37,12 +38,9 @@ def number(value: Any, name: str, *, minimum: float | None = None, maximum: floa
         raise CostclError(f"{name} must be a number, got {value!r}{_fix(fix)}")
     if not math.isfinite(value):
         raise CostclError(f"{name} must be a finite number, got {value}{_fix(fix)}")
-    bounds = [(minimum, value >= minimum if minimum is not None else True, ">="),
-              (maximum, value <= maximum if maximum is not None else True, "<="),
-              (above, value > above if above is not None else True, ">"),
-              (below, value < below if below is not None else True, "<")]
-    for bound, ok, op in bounds:
-        if bound is not None and not ok:
+    for bound, op, holds in ((above, ">", operator.gt), (minimum, ">=", operator.ge),
+                             (below, "<", operator.lt), (maximum, "<=", operator.le)):
+        if bound is not None and not holds(value, bound):
             raise CostclError(f"{name} must be {op} {bound:g}, got {value:g}{_fix(fix)}")
     return float(value)
 

@@ -72,10 +72,11 @@ def named(s: Scenario, text: str, **changes: Any) -> Scenario:
     name, impl = method_and_impl(text)
     if s.sparsity and not get(name, impl).sparse:
         changes.setdefault("sparsity", None)  # a shared --sparsity is for the sparse methods
-    return s.replace(method=name.strip(), impl=impl.strip() or None, **changes)
+    return s.replace(method=name, impl=impl, **changes)
 
 
-TRAINER_OPTIONS = {"lr": Option(0.01, "learning rate of the bundled trainer (costs do not depend on it)")}
+TRAINER_OPTIONS = {"lr": Option(0.01, "learning rate of the bundled trainer (costs do not depend on it)",
+                          above=0.0)}
 """Options every method takes because the trainer, not the step, reads them."""
 
 
@@ -87,10 +88,7 @@ def check_options(s: Scenario, method: Method) -> dict[str, Any]:
         takes = ", ".join(method.options) or "no options"
         raise CostclError(f"method {method.name!r} (--impl {method.impl}) takes no option "
                           f"{unknown[0]!r}; it takes: {takes} (and lr, for costcl train)")
-    out = {k: known[k].check(k, v) for k, v in s.options.items()}
-    if "lr" in out and out["lr"] <= 0:
-        raise CostclError(f"--option lr must be > 0, got {out['lr']:g}")
-    return out
+    return {k: known[k].check(k, v) for k, v in s.options.items()}
 
 
 def resolve(s: Scenario) -> Scenario:

@@ -44,14 +44,15 @@ from costmodel.scenario import Scenario
 class Option:
     """A method option (``--option KEY=VALUE``); a value must have the default's type.
 
-    Numbers must be finite and at least ``minimum`` (0 unless said), and at most
-    ``maximum`` when given; a string option takes one of ``choices`` when given.
+    Numbers must be finite and at least ``minimum`` (0 unless said), above ``above``
+    and at most ``maximum`` when given; a string option takes one of ``choices`` when given.
     """
 
     default: Any
     help: str
     minimum: float = 0.0
     maximum: float | None = None
+    above: float | None = None
     choices: tuple[str, ...] = ()
 
     def check(self, key: str, value: Any) -> Any:
@@ -62,7 +63,8 @@ class Option:
         if isinstance(self.default, int):
             return checks.count(value, name, minimum=int(self.minimum))
         if isinstance(self.default, float):
-            return checks.number(value, name, minimum=self.minimum, maximum=self.maximum)
+            return checks.number(value, name, minimum=self.minimum, maximum=self.maximum,
+                                 above=self.above)
         value = checks.text(value, name)
         if self.choices and value not in self.choices:
             raise CostclError(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
