@@ -75,28 +75,37 @@ def equal_budget(budget_bytes: int, base: Scenario, names: list[str],
         given = methods.named(base, name, options={})
         s = methods.resolve(given)
         if counting == "memo":
-            model = memo_model_bytes(s)
-            per = exemplar_bytes(s.input_shape)
-        else:  # the whole peak as the buffer grows, from the scenario as given (a replay
-            # batch that follows the buffer, LightCL's, keeps following it)
-            pm = PeakModel(given)
-            model = pm.peak(s.batch_size, 0)
-            if model <= budget_bytes and pm.uses_buffer():
-                n = largest(lambda k: pm.peak(s.batch_size, k) <= budget_bytes, 0)
-                per = -(-(pm.peak(s.batch_size, n) - model) // n) if n else stored_format(s)
-                rows.append(EqualRow(name, model, per, n, 0))
-                continue
-            per = stored_format(s) if pm.uses_buffer() else 0
-        if model > budget_bytes:
-            rows.append(EqualRow(name, model, per, None, model - budget_bytes))
+            rows.append(_shared_out(name, memo_model_bytes(s), exemplar_bytes(s.input_shape),
+                                    budget_bytes))
         else:
-            rows.append(EqualRow(name, model, per, (budget_bytes - model) // per if per else None, 0))
+            rows.append(_runtime_row(name, given, s, budget_bytes))
     if all(r.short_by_bytes for r in rows):
         smallest = min(rows, key=lambda r: r.model_bytes)
         raise CostclError(f"a budget of {budget_bytes / MIB:.2f} MiB is smaller than every model: "
                           f"even {smallest.method} needs {smallest.model_bytes / MIB:.2f} MiB "
                           f"({smallest.short_by_bytes / MIB:.2f} MiB short)")
     return rows
+
+
+def _shared_out(name: str, model: int, per: int, budget_bytes: int) -> EqualRow:
+    """The model first, then as many exemplars of ``per`` bytes as the rest holds."""
+    if model > budget_bytes:
+        return EqualRow(name, model, per, None, model - budget_bytes)
+    return EqualRow(name, model, per, (budget_bytes - model) // per if per else None, 0)
+
+
+def _runtime_row(name: str, given: Scenario, s: Scenario, budget_bytes: int) -> EqualRow:
+    """Runtime counting: the largest buffer whose whole-run peak fits, from the scenario as
+    given (a replay batch that follows the buffer, LightCL's, keeps following it)."""
+    pm = PeakModel(given)
+    model = pm.peak(s.batch_size, 0)
+    if not pm.uses_buffer():
+        return _shared_out(name, model, 0, budget_bytes)
+    if model > budget_bytes:
+        return _shared_out(name, model, stored_format(s), budget_bytes)
+    n = largest(lambda k: pm.peak(s.batch_size, k) <= budget_bytes, 0)
+    per = -(-(pm.peak(s.batch_size, n) - model) // n) if n else stored_format(s)
+    return EqualRow(name, model, per, n, 0)
 
 
 @dataclass
