@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from cli import cost_commands, budget_commands, train_commands, cache_commands  # noqa: F401  (they register)
+from cli import cost_commands, budget_commands, train_commands, cache_commands, sweep_commands  # noqa: F401  (they register)
 from cli.app import CostclInterrupt, app
 from costmodel.errors import CostclError
 
