@@ -91,8 +91,12 @@ def paper(table: Annotated[str, typer.Argument(help="Which published table: ligh
 def report(scenario,  # noqa: ANN001
            out: Annotated[str, typer.Option(help="Folder for index.html, report.md and the charts.")] = "report",
            methods_: Annotated[str, typer.Option("--methods", help="Methods to compare.")] = "sgd,er,derpp,lightcl",
-           validation: Annotated[Optional[str], typer.Option(help="Folder of validation JSON results (costcl validate --json).")] = None) -> None:
+           validation: Annotated[Optional[str], typer.Option(help="Folder of validation JSON results (costcl validate --json).")] = None,
+           sweep: Annotated[Optional[str], typer.Option(help="A `costcl sweep run` folder: draw that sweep instead (predicted against measured; accuracy against memory).")] = None) -> None:
     """Charts and tables for people: memory, FLOPs, budgets, the LightCL table, validation, layers."""
+    if sweep is not None:
+        from cli.sweep_commands import report_sweep
+        return report_sweep(sweep, out, validation)
     from pathlib import Path
 
     from budgets.curves import batch_curves, budget_grid_mib, exemplar_curves
