@@ -162,12 +162,13 @@ def _budgeted(sweep: Sweep, point: Point, s: Scenario) -> tuple[Scenario, str | 
     return (s.replace(buffer_size=row.exemplars) if row.exemplars is not None else s), None
 
 
-def _needs(kind: str, options: dict[str, Any], predicted: dict[str, Any]) -> int:
+def _needs(kind: str, options: dict[str, Any], s: Scenario, predicted: dict[str, Any]) -> int:
     """Device bytes a point's job allocates: a run's whole peak, a validation's step peak;
-    an estimate, or a validation on fake tensors, allocates nothing real."""
+    an estimate, or a CPU validation on fake tensors, allocates nothing real (on CUDA,
+    validate measures the allocator whatever ``fake`` says)."""
     if kind == "train":
         return predicted["run_peak_bytes"]
-    if kind == "validate" and not options["fake"]:
+    if kind == "validate" and not (options["fake"] and s.device == "cpu"):
         return predicted["peak_bytes"]
     return 0
 
@@ -195,7 +196,7 @@ def plan(sweep: Sweep, progress: Callable[[str], None] | None = None) -> list[Pl
             predicted = _predict(s, cache)
         except CostclError as e:
             raise CostclError(f"{sweep.path.name}, point {point.index + 1} ({point.label}): {e}") from None
-        need = _needs(point.job.kind, point.job.options, predicted)
+        need = _needs(point.job.kind, point.job.options, s, predicted)
         limit = limits[s.device]
         if refused is None and limit is not None and need > limit:
             refused = (f"needs {need / MIB:,.1f} MiB on {s.device}, which holds {limit / MIB:,.0f} "
