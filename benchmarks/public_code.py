@@ -23,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from costmodel import Scenario  # noqa: E402
-from costmodel.estimation import estimate  # noqa: E402
+from costmodel import Scenario, methods  # noqa: E402
+from costmodel.estimation import estimate, peak_memory, trainable_set, variant_models  # noqa: E402
+from costmodel.trace.records import at  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class Case:
     runner_args: tuple[str, ...]
     scenario: Scenario
     run_peak: bool = False
+    variant: str | None = None
+    """The step the runner measures when the schedule has more than one (BiC's 'main'
+    training and 'bias' correction, FOSTER's 'main' boosting and 'compress'ion): compared
+    with that step's own peak and FLOPs.  ``None``: the estimate's (the steady step's
+    FLOPs, the highest peak of the schedule's steps, which is the runner's step)."""
 
 
 def lightcl_cases() -> list[Case]:
@@ -72,10 +78,20 @@ def pycil_cases() -> list[Case]:
     learners keep them in host numpy, which the profiler does not see: the runner reports
     them as ``host_bytes`` and costcl's CPU peak counts them (``memory.host_bytes`` on cuda).
     """
-    runs = {"icarl": "icarl", "wa": "wa", "replay": "replay", "der": "der-expand", "memo": "memo"}
-    return [Case("pycil", f"{case}@pycil", ("--case", case),
-                 Scenario(method=method, impl="pycil", buffer_size=1980))
-            for case, method in runs.items()]
+    runs = {"icarl": "icarl", "wa": "wa", "replay": "replay", "der": "der-expand", "memo": "memo",
+            "podnet": "podnet", "bic": "bic"}
+    out = [Case("pycil", f"{case}@pycil", ("--case", case),
+                Scenario(method=method, impl="pycil", buffer_size=1980))
+           for case, method in runs.items()]
+    # The runner's --loop picks which pass over the last task's loaders is measured.
+    # FOSTER keeps 20 exemplars per class (foster.json's fixed memory): 1,800 at task 9.
+    return out + [
+        Case("pycil", "bic@pycil bias", ("--case", "bic", "--loop", "3"),
+             Scenario(method="bic", impl="pycil", buffer_size=1980), variant="bias"),
+        Case("pycil", "foster@pycil", ("--case", "foster"),
+             Scenario(method="foster", impl="pycil", buffer_size=1800), variant="main"),
+        Case("pycil", "foster@pycil compress", ("--case", "foster", "--loop", "2"),
+             Scenario(method="foster", impl="pycil", buffer_size=1800), variant="compress")]
 
 
 RUNNERS = {"lightcl": "lightcl_repo.py", "mammoth": "mammoth_repo.py", "pycil": "pycil_repo.py"}
@@ -99,6 +115,25 @@ def measure(case: Case, checkout: Path) -> dict:
     return out
 
 
+def step_cost(case: Case) -> tuple[int, int, int]:
+    """costcl's (peak bytes, forward FLOPs, backward FLOPs) of the case's step: the
+    estimate's for 'main' (its peak is the highest of the schedule's steps, which the
+    runner's step is for these cases), else that variant's own."""
+    e = estimate(case.scenario)
+    if case.variant is None:
+        return e.memory.peak_bytes, e.step.forward_flops, e.step.backward_flops
+    s = e.scenario
+    method = methods.get(s.method, s.impl)
+    models = variant_models(s, method)
+    sm = models[case.variant]
+    peak = peak_memory(s, method, {case.variant: sm}, s.batch_size, 0)
+    fl = sm.plan(trainable_set(s, method, sm, case.variant), False, s.device,
+                 (s.batch_size, 0)).flops
+    b = s.batch_size
+    return (peak.peak_bytes, at(fl.forward, b, 0),
+            at(fl.grad_input, b, 0) + at(fl.grad_weight, b, 0))
+
+
 def pct(pred: int, meas: int) -> str:
     return f"{100 * (pred - meas) / meas:+.3f}%"
 
@@ -108,7 +143,10 @@ def main() -> None:
     for name in RUNNERS:
         ap.add_argument(f"--{name}", type=Path, help=f"local checkout of the {name} codebase")
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--cases", help="only the cases whose label contains one of these "
+                                    "comma-separated words (e.g. podnet,bic,foster)")
     a = ap.parse_args()
+    wanted = [w for w in (a.cases or "").split(",") if w]
     rows = []
     print(f"{'case':<18} {'measured MiB':>13} {'costcl MiB':>11} {'error':>9}   "
           f"{'fwd FLOPs':>16} {'bwd FLOPs':>16} flops")
@@ -117,8 +155,11 @@ def main() -> None:
         if checkout is None:
             continue
         for case in cases():
+            if wanted and not any(w in case.label for w in wanted):
+                continue
             mem = fl = measure(case, checkout)
             e = estimate(case.scenario)
+            peak, fwd, bwd = step_cost(case)
             # What the process holds: the CPU allocator's peak and, where the code keeps
             # numpy arrays (PyCIL's exemplars), the bytes the profiler cannot see.
             measured = mem["step_peak_op_level_bytes"] + mem.get("host_bytes", 0)
@@ -127,16 +168,16 @@ def main() -> None:
                    "measured_step_peak_bytes": measured,
                    "measured_host_numpy_bytes": mem.get("host_bytes", 0),
                    "measured_step_peak_with_scratch_bytes": mem["step_peak_with_scratch_bytes"],
-                   "predicted_step_peak_bytes": e.memory.peak_bytes,
+                   "variant": case.variant or "main",
+                   "predicted_step_peak_bytes": peak,
                    "measured_forward_flops": fl["forward_flops"],
                    "measured_backward_flops": fl["backward_flops"],
-                   "predicted_forward_flops": e.step.forward_flops,
-                   "predicted_backward_flops": e.step.backward_flops}
-            flops_ok = (fl["forward_flops"], fl["backward_flops"]) == \
-                (e.step.forward_flops, e.step.backward_flops)
+                   "predicted_forward_flops": fwd,
+                   "predicted_backward_flops": bwd}
+            flops_ok = (fl["forward_flops"], fl["backward_flops"]) == (fwd, bwd)
             print(f"{case.label + ' step':<18} {mem['step_peak_op_level_bytes'] / 2**20:>13.2f} "
-                  f"{e.memory.peak_bytes / 2**20:>11.2f} "
-                  f"{pct(e.memory.peak_bytes, mem['step_peak_op_level_bytes']):>9}   "
+                  f"{peak / 2**20:>11.2f} "
+                  f"{pct(peak, mem['step_peak_op_level_bytes']):>9}   "
                   f"{fl['forward_flops']:>16,} {fl['backward_flops']:>16,} "
                   f"{'equal' if flops_ok else 'DIFFER'}")
             if case.run_peak:

@@ -55,8 +55,10 @@ import numpy as np
 import torch
 
 MIB = 2**20
-CASES = ("icarl", "wa", "replay", "der", "memo")
+CASES = ("icarl", "wa", "replay", "der", "memo", "podnet", "bic", "foster")
 N_BATCHES = 3  # batch 2 is the measured step
+SKIPPED = {"bic": ("_stage1_training", "_stage2_bias_correction")}
+"""What a task before ``--task`` skips: the learner's training (default ``_train``)."""
 
 
 def _parse() -> argparse.Namespace:
@@ -65,6 +67,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--case", required=True, choices=CASES)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--task", type=int, default=9)
+    p.add_argument("--loop", type=int, default=1,
+                   help="which pass over the last task's shuffled loaders holds the measured "
+                        "step (bic: 1 training, 3 bias correction; foster: 1 boosting, "
+                        "2 compression; podnet: 1 training, 2 balanced fine-tuning)")
     p.add_argument("--between", action="store_true",
                    help="also measure the last task's herding and eval_task")
     p.add_argument("--no-flops", action="store_true")
@@ -79,12 +85,16 @@ def _parse() -> argparse.Namespace:
 def _args(checkout: str, case: str) -> dict:
     with open(os.path.join(checkout, "exps", f"{case}.json")) as f:
         args = json.load(f)
+    own_net = {"memo": "memo_resnet32", "podnet": "cosine_resnet32"}
     args.update(model_name=case, dataset="cifar100", init_cls=10, increment=10,
-                memory_size=2000, fixed_memory=False, device=[torch.device("cpu")],
-                convnet_type="memo_resnet32" if case == "memo" else "resnet32")
+                memory_size=2000, device=[torch.device("cpu")],
+                fixed_memory=args.get("fixed_memory", False) if case == "foster" else False,
+                convnet_type=own_net.get(case, "resnet32"))
     args["seed"] = args["seed"][0] if isinstance(args.get("seed"), list) else 1993
     if case == "memo":
         args["epochs"] = 1  # memo.py reads its epochs from args
+    if case == "foster":  # foster.py reads its epochs from args; B0Inc10 as the others
+        args.update(init_epochs=1, boosting_epochs=1, compression_epochs=1)
     return args
 
 
@@ -118,21 +128,31 @@ def _fill_memory(learner, dm) -> None:
     learner._class_means = np.zeros((learner._total_classes, learner.feature_dim))
 
 
-class StepLoader:
-    """DataLoader stand-in: three synthetic batches; batch 2 is inside ``window``."""
+class MeasuredDone(Exception):
+    """Raised when the measured pass is over: the rest of the task is not needed."""
 
-    def __init__(self, batch: int, total: int, window) -> None:  # noqa: ANN001
+
+class StepLoader:
+    """DataLoader stand-in: three synthetic batches; batch 2 of the ``measured``-th pass
+    over any of the learner's shuffled loaders (``passes`` counts them) is inside ``window``."""
+
+    def __init__(self, batch: int, total: int, window, passes: list | None = None,  # noqa: ANN001
+                 measured: int = 1, snapshot: object = None, stop: bool = False) -> None:
         self.batch, self.total, self.window = batch, total, window
+        self.passes = passes if passes is not None else []
+        self.measured, self.snapshot, self.stop = measured, snapshot, stop
         self.gen = torch.Generator().manual_seed(0)
 
     def __len__(self) -> int:
         return N_BATCHES
 
     def __iter__(self):  # noqa: ANN204
+        self.passes.append(self)
+        mine = len(self.passes) == self.measured
         cm = None
         try:
             for k in range(1, N_BATCHES + 1):
-                if k == 2:
+                if k == 2 and mine:
                     cm = self.window()
                     cm.__enter__()
                 elif cm is not None:
@@ -144,6 +164,8 @@ class StepLoader:
         finally:
             if cm is not None:
                 cm.__exit__(None, None, None)
+        if mine and self.stop:
+            raise MeasuredDone
 
 
 class TinyTestLoader:
@@ -168,43 +190,77 @@ def _no_workers(loader_cls):  # noqa: ANN001, ANN202
     return make
 
 
+def _skipped_train(learner, args: dict):  # noqa: ANN001, ANN202
+    """What a task before ``--task`` does instead of training.  FOSTER's next task trains
+    the previous task's compressed student (``_snet``): it is built as
+    ``_feature_compression`` builds it (foster.py:289-301), and the gradients its last
+    step leaves (every parameter the BKD loss reaches: the convnet but its unused fc,
+    and ``fc``) are allocated, as after a real compression; task 0's network keeps
+    those of its last step the same way.  Other learners skip it."""
+    def skip(*a, **kw) -> None:  # noqa: ANN002, ANN003
+        if args["model_name"] != "foster":
+            return
+        from utils.inc_net import FOSTERNet
+        if learner._cur_task == 0:
+            net = learner._network
+        else:
+            net = learner._snet = FOSTERNet(args, False)
+            net.update_fc(learner._total_classes)
+            net.convnets[0].load_state_dict(learner._network.convnets[0].state_dict())
+            net.copy_fc(learner._network.oldfc)
+        for name, p in net.named_parameters():
+            if name.startswith("fc.") or (name.startswith("convnets.0.")
+                                          and not name.startswith("convnets.0.fc.")):
+                p.grad = torch.zeros_like(p)
+    return skip
+
+
 def run_learner(args: dict, dm, task: int, batch: int, window, between: bool = False,
-                windows_between=None, on_last=None):  # noqa: ANN001
+                windows_between=None, on_last=None, measured: int = 1):  # noqa: ANN001
     """Build the learner with its own code and run task ``task`` through its own loop."""
     import torch.utils.data as tud
     from utils.factory import get_model
 
     learner = get_model(args["model_name"], args)
     mod = sys.modules[type(learner).__module__]
-    if hasattr(mod, "epochs"):
-        mod.epochs = 1
+    for name in ("epochs", "ft_epochs"):  # podnet's balanced fine-tuning: ft_epochs
+        if hasattr(mod, name):
+            setattr(mod, name, 1)
     real_loader = mod.DataLoader
+    skipped = SKIPPED.get(args["model_name"], ("_train",))
+    passes: list = []
     for t in range(task + 1):
         last = t == task
         if not last:
-            learner._train = lambda train_loader, test_loader: None
+            for name in skipped:
+                setattr(learner, name, _skipped_train(learner, args))
             learner.build_rehearsal_memory = lambda data_manager, m: _fill_memory(learner, dm)
             mod.DataLoader = lambda ds, **kw: []
             learner.incremental_train(dm)
             learner.after_task()
             continue
-        del learner._train, learner.build_rehearsal_memory  # the class's own methods again
+        for name in (*skipped, "build_rehearsal_memory"):  # the class's own methods again
+            delattr(learner, name)
         total = learner._known_classes + dm.get_task_size(t)
 
         def loader(ds, **kw):  # noqa: ANN001, ANN003, ANN202
             if kw.get("shuffle"):
-                learner._pycil_repo_train_set = (ds.images.shape, int(ds.images.nbytes),
-                                                 kw.get("batch_size"), kw.get("num_workers"))
-                learner._pycil_repo_memory = (learner._data_memory, learner._targets_memory,
-                                              getattr(learner, "_class_means", None))
-                return StepLoader(batch, total, window)
+                snapshot = ((ds.images.shape, int(ds.images.nbytes), kw.get("batch_size"),
+                             kw.get("num_workers")),
+                            (learner._data_memory, learner._targets_memory,
+                             getattr(learner, "_class_means", None)))
+                step_loader = StepLoader(batch, total, window, passes, measured, snapshot,
+                                         stop=not between)
+                learner._pycil_repo_loaders = [*getattr(learner, "_pycil_repo_loaders", []),
+                                               step_loader]
+                return step_loader
             if between:
                 return real_loader(ds, **{**kw, "num_workers": 0})
             return TinyTestLoader(total)
         mod.DataLoader = loader
+        import models.base as pbase
+        pbase.DataLoader = _no_workers(tud.DataLoader)  # herding between passes (podnet)
         if between:
-            import models.base as pbase
-            pbase.DataLoader = _no_workers(tud.DataLoader)
             for name in ("_reduce_exemplar", "_construct_exemplar"):
                 fn = getattr(learner, name)
                 setattr(learner, name, windows_between(name, fn))
@@ -212,9 +268,16 @@ def run_learner(args: dict, dm, task: int, batch: int, window, between: bool = F
             learner.build_rehearsal_memory = lambda data_manager, m: None
         if on_last is not None:
             on_last(learner)
-        learner.incremental_train(dm)
+        try:
+            learner.incremental_train(dm)
+        except MeasuredDone:
+            pass
         if between:
             windows_between("eval_task", learner.eval_task)()
+        measured_loader = passes[measured - 1] if len(passes) >= measured else None
+        if measured_loader is None:
+            raise SystemExit(f"--loop {measured}: the last task made only {len(passes)} passes")
+        (learner._pycil_repo_train_set, learner._pycil_repo_memory) = measured_loader.snapshot
     mod.DataLoader = real_loader
     return learner
 
@@ -349,7 +412,7 @@ def main() -> None:
     with PlainRunProfile() as prof:
         learner = run_learner(args, dm, a.task, a.batch, lambda: PlainRunProfile.window("step"),
                               between=a.between, windows_between=windows_between,
-                              on_last=_mark_forwards)
+                              on_last=_mark_forwards, measured=a.loop)
     mem_seconds = time.perf_counter() - t0
     step = prof.peak("step")
     loc = _locate_peak(prof, "step")
@@ -386,7 +449,7 @@ def main() -> None:
                 yield
             finally:
                 counter.__exit__(None, None, None)
-        run_learner(args, dm, a.task, a.batch, count)
+        run_learner(args, dm, a.task, a.batch, count, measured=a.loop)
         flops = {"forward_flops": int(counter.counts.forward_flops),
                  "backward_flops": int(counter.counts.backward_flops)}
 
@@ -402,7 +465,7 @@ def main() -> None:
         f"memory run took {mem_seconds:.1f} s",
     ]
     out = {"codebase": "pycil", "commit": commit, "case": a.case, "batch": a.batch,
-           "task": a.task, "known_classes": known, "total_classes": total,
+           "task": a.task, "loop": a.loop, "known_classes": known, "total_classes": total,
            "step_peak_op_level_bytes": step.op_level_bytes,
            "step_peak_with_scratch_bytes": step.with_scratch_bytes,
            "step_peak_op_level_mib": round(step.op_level_mib, 2),
