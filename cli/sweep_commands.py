@@ -20,7 +20,7 @@ sweep_app = typer.Typer(help="Many points of estimate, validate or train: planne
                              "Ray or in this process.", no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
 
-SweepFile = Annotated[Path, typer.Argument(help="The sweep file (TOML): [base], [axes], [job].",
+SweepFile = Annotated[Path, typer.Argument(help="The sweep file (TOML): its base, axes and job tables.",
                                            show_default=False)]
 
 
