@@ -53,6 +53,8 @@ class StepRunner:
     """Stored state and teachers' tensors, for trackers to register."""
 
     def step(self) -> torch.Tensor:
+        if not self.method.codebase.loop_holds_kept:  # the trainer's context is fresh each step
+            self.context.keep = {}
         if not self.method.zeroes_grad_in_step:
             self.optimizer.zero_grad(set_to_none=True)
         with anomaly(self.method, self.context.variant):

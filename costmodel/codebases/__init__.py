@@ -40,6 +40,10 @@ class Codebase:
     """``torch.autograd.set_detect_anomaly(True)`` is on during backward."""
     cites: tuple[str, ...] = ()
     """``file:line`` of what this module reproduces for every method."""
+    loop_holds_kept: bool = True
+    """What a step leaves in ``ctx.keep`` is still referenced when the next step runs
+    (PyCIL's loop variables); ``False``: the loop lets it go before (costcl's trainer
+    builds a fresh context for every step)."""
 
     @property
     def source(self) -> str:
@@ -51,4 +55,4 @@ class Codebase:
 COSTCL = Codebase(
     "costcl", "", "", "costcl's bundled trainer: the method's clean step, evaluation under "
     "no_grad in eval mode",
-    Evaluation(batch_size=None, no_grad=True, cite="lightcl/trainer.py"))
+    Evaluation(batch_size=None, no_grad=True, cite="lightcl/trainer.py"), loop_holds_kept=False)

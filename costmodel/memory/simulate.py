@@ -112,6 +112,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     # Tensors the step assigned to .grad itself are gradients: not carried into the next
     # step (its zero_grad frees them), and backward adds into them in place.
     installed = {sid for _, _, sid in trace.installed_grads}
+    dropped = set(trace.dropped)
     category_of = {sid: GRADS for sid in installed}
     for sid, s in enumerate(storages):
         if s.kind is not StorageKind.ACTIVATION:
@@ -119,7 +120,8 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
         if s.last_use is None:
             # What a step returns is still held by the loop when the next step runs;
             # the prologue's results are made once, and work outside a step is not repeated.
-            if s.producer >= trace.prologue_ops and trace.segments and sid not in installed:
+            if s.producer >= trace.prologue_ops and trace.segments and sid not in installed \
+                    and sid not in dropped:
                 carried = [a + b for a, b in zip(carried, nbytes[sid])]
         else:
             dies_after.setdefault(s.last_use, []).append(sid)

@@ -75,6 +75,8 @@ class RawTrace:
     model_calls: int = 0
     installed_grads: list[tuple[int, str, int]] = field(default_factory=list)
     """(backward index, parameter, storage id) of each ``.grad`` the step assigned itself."""
+    dropped: list[int] = field(default_factory=list)
+    """Storage ids the step leaves for its loop, which lets them go before the next step."""
 
 
 
@@ -134,6 +136,7 @@ def combine(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
         zero_grad_at=r1.zero_grad_at,
         kept_roots=[KeptRoot(node, sid) for node, sid in dict(r1.outputs).items()],
         installed_grads=list(r1.installed_grads),
+        dropped=list(r1.dropped),
         param_sids={s.owner: i for i, s in enumerate(storages) if s.kind is StorageKind.PARAM},
         param_numel={n: p.numel() for n, p in params.items()},
         param_bytes={n: p.numel() * p.element_size() for n, p in params.items()},

@@ -170,6 +170,9 @@ class StepTrace:
     gradient as views into one flat vector): the storage is a gradient, not an
     activation; backward adds into it in place; it outlives the step (freed by the
     next step's zero_grad) without being carried into it."""
+    dropped: list[int] = field(default_factory=list)
+    """Storage ids the step leaves for its loop (``ctx.keep``) where the loop lets them go
+    before the next step (costcl's trainer): alive to the step's end, never carried."""
 
 
 @dataclass(slots=True)
