@@ -34,7 +34,8 @@ def _remembered(name: str, parts: tuple, compute: Any) -> Curves:
     """A sweep is hundreds of peaks: kept on disk for the next report (costmodel.cache)."""
     from costmodel import cache
     return cache.remembered(f"budgets.{name}", parts, compute, Curves, model=parts[0].model,
-                            packages=("costmodel", "budgets"))
+                            packages=("costmodel", "budgets"),
+                            methods=(parts[0].method, *parts[1]))
 
 
 def exemplar_curves(s: Scenario, names: list[str], budgets_mib: list[float]) -> Curves:

@@ -82,6 +82,10 @@ def _lookup(key: str) -> str | None:
         if not (isinstance(model, list) and len(model) == 2 and isinstance(model[0], str)
                 and cache.model_source(model[0]) == model[1]):
             return None
+    for method in payload.get("methods", []):  # a method plugin's module, by content
+        if not (isinstance(method, list) and len(method) == 2 and isinstance(method[0], str)
+                and cache.method_source(method[0]) == method[1]):
+            return None
     return payload["stdout"]
 
 
@@ -103,7 +107,7 @@ def answering(argv: list[str]) -> Iterator[bool]:
         _PENDING.reset(token)
 
 
-def remember(stdout: str, model: str) -> None:
+def remember(stdout: str, model: str, method: str = "") -> None:
     """Store what the running command printed, for its command line (see :func:`answering`).
 
     The key is computed again: when it changed while the command ran (a config file
@@ -114,10 +118,12 @@ def remember(stdout: str, model: str) -> None:
     if pending is None or store is None:
         return
     argv, key = pending
-    source = cache.model_source(model)
-    if answer_key(argv) != key or source is None:
+    source, method_source = cache.model_source(model), cache.method_source(method)
+    if answer_key(argv) != key or source is None or method_source is None:
         return
-    store.save(key, _answer_versions(), {"stdout": stdout, "models": [[model, source]]})
+    methods = [[method, method_source]] if method_source != "costcl" else []
+    store.save(key, _answer_versions(), {"stdout": stdout, "models": [[model, source]],
+                                         "methods": methods})
 
 
 # -- costcl cache info | clear -----------------------------------------------------

@@ -46,7 +46,7 @@ def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
             text = buf.getvalue()
         sys.stdout.write(text)
         sys.stdout.flush()
-        remember(text, e.scenario.model)
+        remember(text, e.scenario.model, e.scenario.method)
 
 
 @app.command()
@@ -152,16 +152,13 @@ def datasets() -> None:
 
 @app.command()
 def methods() -> None:
-    """List the CL methods costcl can cost, their implementations and the default."""
-    from costmodel.methods import catalog, default_impl, implementations
+    """List the CL methods costcl can cost (the catalog's and those installed packages
+    register), their implementations and the default."""
+    from costmodel.methods import method_rows
     from reports.listing import listing
 
-    rows = []
-    for m in catalog().values():
-        impls = ", ".join(f"{name} (default)" if name == default_impl(m.name) else name
-                          for name in implementations(m.name))
-        rows.append((m.name, impls, f"{m.summary}; from {m.paper}"))
-    listing(console, ("method", "implementations (--impl)", "what it does (source)"), rows)
+    listing(console, ("method", "implementations (--impl)", "what it does (source)"),
+            method_rows())
 
 
 @app.command()

@@ -7,6 +7,7 @@ click's own usage errors.  Heavy imports happen inside the commands, so
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from cli import cost_commands, budget_commands, train_commands, cache_commands, sweep_commands  # noqa: F401  (they register)
@@ -23,6 +24,17 @@ def _click_exceptions():  # noqa: ANN202
     return exceptions
 
 
+def _user_code_path() -> None:
+    """A model factory or method plugin in the current folder imports as ``python -m``
+    would find it; appended, so it never shadows an installed module."""
+    try:
+        here = os.getcwd()
+    except OSError:
+        return
+    if here not in sys.path:
+        sys.path.append(here)
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors with exit status 2, never a traceback."""
     exc = _click_exceptions()
@@ -30,6 +42,7 @@ def run(argv: list[str] | None = None) -> None:
     aborts = tuple(c for c in (getattr(exc, "Abort", None), KeyboardInterrupt) if c)
     exits = getattr(exc, "Exit", ())
     argv = sys.argv[1:] if argv is None else list(argv)
+    _user_code_path()
     try:
         with cache_commands.answering(argv) as answered:  # a repeated estimate: no torch, no parsing
             if not answered:

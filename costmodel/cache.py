@@ -197,6 +197,26 @@ def model_source(name: str) -> str | None:
     return f"{module}:{found}" if found else None
 
 
+def method_source(name: str) -> str | None:
+    """What a method's code is where costcl's source fingerprint does not cover it:
+    a plugin's module file, by content (:mod:`costmodel.plugins`); ``None``: not found."""
+    from costmodel import plugins
+
+    name = name.partition("@")[0]  # NAME@IMPL
+    if plugins.target(name) is None:
+        return "costcl"
+    found = plugins.module_file(name)
+    digest_ = file_digest(found) if found else None
+    return f"{plugins.target(name)}:{digest_}" if digest_ else None
+
+
+def scenario_source(model: str, *methods: str) -> str | None:
+    """The code outside costcl's fingerprint that answers about ``model`` and ``methods``
+    depend on; ``None``: some of it not found (not cacheable)."""
+    parts = (model_source(model), *map(method_source, methods))
+    return None if None in parts else "|".join(parts)  # type: ignore[arg-type]
+
+
 # -- entries ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -253,21 +273,23 @@ T = TypeVar("T")
 
 
 def remembered(name: str, parts: Any, compute: Callable[[], T], tp: Any,
-               model: str | None = None, packages: tuple[str, ...] = TRACE_PACKAGES) -> T:
+               model: str | None = None, packages: tuple[str, ...] = TRACE_PACKAGES,
+               methods: tuple[str, ...] = ()) -> T:
     """``compute()``, or what it returned in an earlier process with the same ``parts``
     and the same source of ``packages`` (the code that computes it), torch and
     torchvision (``results/``).
 
     ``tp`` is the result's type: a stored result must decode into exactly it, and a
     result is stored only if it comes back equal (so a warm answer is the cold one).
-    ``model``: the model the result depends on, for a user factory's source.
+    ``model``, ``methods``: the model and methods the result depends on, for the source
+    of a user's factory or method plugins.
     """
     from costmodel.trace import serialize
 
     results = store("results")
     if results is None:
         return compute()
-    source = model_source(model) if model is not None else "costcl"
+    source = scenario_source(model or "", *methods)
     try:
         key = digest(name, serialize.encode(parts), source) if source else None
         decode = serialize.decoder(tp)

@@ -9,6 +9,7 @@ optimizer and device in microseconds.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from costmodel import plugins
 from costmodel.errors import CostclError
 from costmodel.memory import graph
 from costmodel.memory.optimizers import OptimizerSpec
 from costmodel.memory.simulate import CATEGORIES, Timeline, simulate
 from costmodel.models.registry import build_model
-from costmodel.trace.recorder import BackwardHook, LayerFailed, TraceSetup, trace_step
+from costmodel.trace.recorder import BackwardHook, LayerFailed, NotAffine, TraceSetup, trace_step
 from costmodel.trace.records import Lin, StepTrace, StorageKind
 
 CUDA_BLOCK_BYTES = 512
@@ -203,7 +205,7 @@ def step_model(s: Any, method: Any, variant: str = "main") -> StepModel:
 def _structure_key(s: Any, method: Any, part: str) -> tuple:
     """What changes a traced step's (or work's) structure; batch sizes, optimizer,
     freeze point and buffer size do not (they are evaluated, not traced)."""
-    return (s.model, s.input_shape, s.classes, s.dtype, method.name, method.impl, part, s.tasks,
+    return (s.model, s.input_shape, s.classes, s.dtype, s.method, method.impl, part, s.tasks,
             tuple(sorted((k, repr(v)) for k, v in s.options.items())),
             round(float(s.sparsity or 0), 6), s.setting)
 
@@ -272,10 +274,11 @@ def _cached_trace(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
 
 def _disk_key(s: Any, method: Any, variant: str, work: Any) -> str | None:
     """Everything a trace depends on beyond the cache's :class:`~costmodel.cache.Versions`
-    (costcl's source, torch, torchvision); ``None``: not cacheable (a factory not found)."""
+    (costcl's source, torch, torchvision); ``None``: not cacheable (a user's factory or
+    method plugin whose source is not found)."""
     from costmodel import cache
 
-    source = cache.model_source(s.model)
+    source = cache.scenario_source(s.model, s.method)
     if source is None:
         return None
     part = work.name if work is not None else variant
@@ -354,19 +357,34 @@ def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
                 return work.run(ctx, x)
             return method.step(ctx, x, y)
 
+        def left() -> list[torch.Tensor]:
+            return [] if method.codebase.loop_holds_kept else list(ctx.keep.values())
+
         return TraceSetup(net, run,
                           externals + teacher_externals + [("<input>", StorageKind.INPUT, x),
                                                            ("<target>", StorageKind.INPUT, y)]
                           + [(f"<{k}>", StorageKind.INPUT, v) for k, v in inputs.items()],
-                          s.input_shape, s.classes)
+                          s.input_shape, s.classes, left)
 
     try:
         trace = trace_step(factory, replay=uses_replay and work is None,
-                           forward_only=work is not None)
+                           forward_only=work is not None,
+                           check_affine=plugins.target(s.method) is not None)
     except LayerFailed as e:
         shape = "x".join(map(str, s.input_shape))
         raise CostclError(f"model {s.model!r} on a {shape} input {e}; check --input-size "
                           "(C,H,W) and --num-classes against what the model expects") from None
+    except NotAffine as e:
+        raise CostclError(f"method {s.method!r}: {e}; costcl needs sizes affine in the batch "
+                          "(no B x B matrices): see docs/methods.md") from None
+    except CostclError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the method's own code, outside the model
+        where = "its step" if work is None else f"its {work.name}"
+        raise CostclError(f"method {s.method!r}: {where} fails on meta tensors{_where(e)}: "
+                          f"{type(e).__name__}: {_first_line(e)}; a step must work from shapes "
+                          "alone (no .item(), .tolist(), bool(tensor) or data-dependent "
+                          "shapes): see docs/methods.md") from None
     # Stored state is counted from its declaration (so the buffer size can change
     # without a new trace); the trace's copies of it are set to zero bytes.
     for st in trace.storages:
@@ -379,6 +397,21 @@ def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
         prepared = method.prepared_trainable(s, net, variant)
     return StepModel(trace, net, {"buffer": 0, "method_state": teacher_bytes},
                      anomaly=method.anomaly_mode(variant), prepared_trainable=prepared)
+
+
+def _where(e: BaseException) -> str:
+    """' (file.py:LINE)': the innermost frame of the error outside torch and costcl's tracer."""
+    import traceback
+
+    skip = (os.path.dirname(torch.__file__), os.path.dirname(__file__) + os.sep + "trace",
+            __file__)
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not f.filename.startswith(skip)]
+    return f" ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0].rstrip(".")
 
 
 def stored_bytes(stored: list[Any], device: str = "cpu") -> dict[str, int]:

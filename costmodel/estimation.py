@@ -195,7 +195,8 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
     from costmodel import cache
     return cache.remembered("estimate", (s, convention, flops_convention, instrumented, layers),
                             lambda: _estimate(s, convention, flops_convention, instrumented,
-                                              layers), Estimate, model=s.model)
+                                              layers), Estimate, model=s.model,
+                            methods=(s.method,))
 
 
 def _estimate(s: Scenario, convention: str, flops_convention: str, instrumented: bool,

@@ -135,6 +135,8 @@ class _Memory:
             if slot < 0:
                 continue
             for k in self.fields:
+                if k not in batch:  # a field this configuration does not keep
+                    continue
                 v = batch[k][i].detach()
                 if k not in self.tensors:
                     self.tensors[k] = torch.zeros((self.capacity, *v.shape), dtype=v.dtype,

@@ -3,7 +3,8 @@
 Every :class:`~costmodel.methods.base.Method` subclass with a ``name`` in a
 module of this package is registered under that name and its ``impl``: the
 method's clean step ('costcl') and one implementation per public codebase that
-runs it ('lightcl', 'mammoth', 'pycil').
+runs it ('lightcl', 'mammoth', 'pycil').  A user's method is found the same way
+from outside (:mod:`costmodel.plugins`) and is then no different from these.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import importlib
 import pkgutil
 from typing import Any
 
+from costmodel import plugins
 from costmodel.errors import CostclError, suggest
 from costmodel.methods.base import Method, Option
 from costmodel.scenario import Scenario, method_and_impl
@@ -44,11 +46,65 @@ def catalog() -> dict[str, Method]:
 
 
 def implementations(name: str) -> dict[str, Method]:
-    """A method's implementations by ``--impl`` name, costcl's own first."""
+    """A method's implementations by ``--impl`` name, costcl's own first.
+
+    ``name`` is a catalog name, a plugin's ``package.module:ClassName`` or a name an
+    installed package registers (:mod:`costmodel.plugins`); a catalog name wins.
+    """
     methods = _registry()
-    if name not in methods:
-        raise suggest(name, methods, "method")
-    return methods[name]
+    if name in methods:
+        return methods[name]
+    if plugins.target(name) is not None:
+        return _plugin(name)
+    raise suggest(name, [*methods, *plugins.registered()], "method")
+
+
+@functools.cache
+def _plugin(name: str) -> dict[str, Method]:
+    """A plugin's class and the implementations of it beside it in its module: the
+    subclasses with its ``name`` and another ``impl``."""
+    cls = plugins.load(name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)) or cls is Method:
+        what = f"the class {cls.__name__}" if isinstance(cls, type) else \
+            f"a {type(cls).__name__}"
+        raise CostclError(f"method plugin {name!r} is {what}, not a subclass of "
+                          "costmodel.methods.base.Method; see docs/methods.md")
+    if cls.step is Method.step:
+        raise CostclError(f"method plugin {name!r} ({cls.__name__}) has no step(ctx, x, y); "
+                          "see docs/methods.md")
+    family = [cls] + [c for c in vars(importlib.import_module(cls.__module__)).values()
+                      if isinstance(c, type) and c is not cls and issubclass(c, cls)
+                      and c.name == cls.name and c.impl != cls.impl]
+    impls: dict[str, Method] = {}
+    for c in family:
+        method = c()
+        if not c.name:
+            method.name = name  # type: ignore[misc] - shown in messages and tables
+        impls.setdefault(c.impl, method)
+    return dict(sorted(impls.items(), key=lambda kv: (kv[0] != "costcl", kv[0])))
+
+
+def method_rows() -> list[tuple[str, str, str]]:
+    """(name, implementations, what it does and where it comes from) of every method
+    ``--method`` can name: the catalog's, then those installed packages register."""
+    def impls(name: str) -> str:
+        return ", ".join(f"{i} (default)" if i == default_impl(name) else i
+                         for i in implementations(name))
+
+    rows = [(m.name, impls(m.name), f"{m.summary}; from {m.paper}") for m in catalog().values()]
+    for name, reg in plugins.registered().items():
+        where = f"plugin {reg.target} of {reg.distribution}"
+        if name in _registry():
+            rows.append((name, "-", f"{where}: not used, the catalog's {name} has this name"))
+            continue
+        try:
+            m = get(name)
+        except CostclError as e:
+            rows.append((name, "-", f"{where}: cannot be loaded: {e}"))
+            continue
+        paper = f"; from {m.paper}" if m.paper else ""
+        rows.append((name, impls(name), f"{m.summary or 'no summary'}{paper}; {where}"))
+    return rows
 
 
 def default_impl(name: str) -> str:

@@ -45,7 +45,8 @@ class Option:
     """A method option (``--option KEY=VALUE``); a value must have the default's type.
 
     Numbers must be finite and at least ``minimum`` (0 unless said), above ``above``
-    and at most ``maximum`` when given; a string option takes one of ``choices`` when given.
+    and at most ``maximum`` when given; an integer or string option takes one of
+    ``choices`` when given.
     """
 
     default: Any
@@ -53,7 +54,7 @@ class Option:
     minimum: float = 0.0
     maximum: float | None = None
     above: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()
 
     def check(self, key: str, value: Any) -> Any:
         """``value`` in the default's type, or a one-line error naming ``key`` and the fix."""
@@ -61,13 +62,15 @@ class Option:
         if isinstance(self.default, bool):
             return checks.boolean(value, name)
         if isinstance(self.default, int):
-            return checks.count(value, name, minimum=int(self.minimum))
-        if isinstance(self.default, float):
+            value = checks.count(value, name, minimum=int(self.minimum))
+        elif isinstance(self.default, float):
             return checks.number(value, name, minimum=self.minimum, maximum=self.maximum,
                                  above=self.above)
-        value = checks.text(value, name)
+        else:
+            value = checks.text(value, name)
         if self.choices and value not in self.choices:
-            raise CostclError(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
+            raise CostclError(f"{name} must be one of {', '.join(map(str, self.choices))}, "
+                              f"got {value!r}")
         return value
 
 

@@ -37,7 +37,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from costmodel.errors import CostclError
 from costmodel import flops as flop_table
 from costmodel.trace.combine import ROOT, RawNode, RawOp, RawStorage, RawTrace, combine
-from costmodel.trace.records import StepTrace, StorageKind
+from costmodel.trace.records import StepTrace, StorageKind, at
 
 
 class BackwardHook:
@@ -85,6 +85,9 @@ class TraceSetup:
     externals: list[tuple[str, StorageKind, torch.Tensor]]
     input_shape: tuple[int, ...]
     num_classes: int
+    left: Callable[[], list[torch.Tensor]] = lambda: []
+    """After ``run()``: what the step leaves for its loop that the loop lets go before
+    the next step (``ctx.keep`` in costcl's trainer)."""
 
 
 SetupFactory = Callable[[int, int, BackwardHook], TraceSetup]
@@ -302,6 +305,7 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
         op.grad_sources = tuple(index.get(src) if src is not None else None
                                 for src in op.grad_sources)
     raw.module_shapes = shapes
+    raw.dropped = [rec.sid_of(t) for t in setup.left()]
     del kept, roots
     return raw, setup
 
@@ -311,10 +315,14 @@ class LayerFailed(CostclError):
 
 
 def trace_step(factory: SetupFactory, *, replay: bool = False,
-               base: tuple[int, int] = (2, 2), forward_only: bool = False) -> StepTrace:
+               base: tuple[int, int] = (2, 2), forward_only: bool = False,
+               check_affine: bool = False) -> StepTrace:
     """Trace a step at ``base`` sizes and one more sample of each batch it uses.
 
     ``forward_only``: work with no ``backward()`` (an evaluation pass).
+    ``check_affine``: trace once more, two samples further in each batch, and raise
+    :class:`NotAffine` unless every size and FLOP count is where the three traces put it
+    (a B x B similarity matrix is not: costcl's evaluation at any batch would be wrong).
 
     The trained model's ``requires_grad`` flags are set for the trace and
     restored afterwards; it is put in training mode as a real step would be.
@@ -329,7 +337,36 @@ def trace_step(factory: SetupFactory, *, replay: bool = False,
     if not replay:
         raws.append(raws[0])
     assert setup is not None
-    return combine(setup.model, setup.input_shape, setup.num_classes, raws, b0, r0)
+    trace = combine(setup.model, setup.input_shape, setup.num_classes, raws, b0, r0)
+    if check_affine:
+        b, r = b0 + 2, r0 + (2 if replay else 0)
+        check_sizes(trace, _with_all_trainable(factory, b, r, forward_only)[0], b, r,
+                    f"{b} (replay {r})" if replay else str(b))
+    return trace
+
+
+class NotAffine(CostclError):
+    """A traced step's sizes are not affine in the batch sizes; the message names one."""
+
+
+def check_sizes(trace: StepTrace, raw: RawTrace, b: int, r: int, label: str) -> None:
+    """``raw``, traced at (b, r), against ``trace`` evaluated there: same ops, same bytes
+    in every storage, same FLOPs in every op."""
+    if [o.name for o in raw.ops] != [o.name for o in trace.ops] or \
+            len(raw.storages) != len(trace.storages):
+        raise NotAffine(f"its step runs other ops at batch {b} than at batch {b - 2}")
+    for k, (got, want) in enumerate(zip(raw.storages, trace.storages)):
+        if got.nbytes != at(want.nbytes, b, r):
+            op = trace.ops[want.producer].name if 0 <= want.producer < len(trace.ops) else "?"
+            raise NotAffine(f"a tensor made by {op} holds {got.nbytes:,} bytes at batch "
+                            f"{label}, not the {at(want.nbytes, b, r):,} an affine "
+                            "size would")
+    for got_op, want_op in zip(raw.ops, trace.ops):
+        if got_op.flops is not None and want_op.macs_by_kind and \
+                got_op.flops.forward != at(want_op.forward_flops, b, r):
+            raise NotAffine(f"{got_op.name} costs {got_op.flops.forward:,} FLOPs at batch "
+                            f"{label}, not the {at(want_op.forward_flops, b, r):,} an "
+                            "affine count would")
 
 
 def _with_all_trainable(factory: SetupFactory, b: int, r: int,
