@@ -27,7 +27,8 @@ def test_catalog_lists_every_method_of_the_issue():
     assert set(methods.catalog()) == {
         "joint", "sgd", "ewc", "lwf", "pnn", "fdr", "er", "der", "derpp", "sparcl-er",
         "sparcl-derpp", "lightcl", "icarl", "wa", "replay", "der-expand", "memo",
-        "odil-freeze", "packnet"}
+        "odil-freeze", "packnet",
+        "latent-replay", "e2e", "podnet", "bic", "foster"}  # issue 13
     for m in methods.catalog().values():
         assert m.summary and m.paper
 
