@@ -85,25 +85,23 @@ def own_paths() -> list[str]:
 
 def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     """Run one point's job; ``payload`` is :meth:`cli.sweep.PlannedPoint.payload`."""
-    for folder in payload.get("sys_path", []):  # appended: never shadows an installed module
-        if folder not in sys.path:
-            sys.path.append(folder)
-    import torch
-
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(payload["cpus"])  # as many as the point was given, wherever it runs
-    try:
-        with StopAtStep(payload["engine"] == "ray") as stop:
+    with StopAtStep(payload["engine"] == "ray") as stop:  # first: torch's import is the longest
+        for folder in payload.get("sys_path", []):  # appended: never shadows an installed module
+            if folder not in sys.path:
+                sys.path.append(folder)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(payload["cpus"])  # as many as the point was given, wherever it runs
+        try:
             result, measured = _JOBS[payload["kind"]](payload, stop.check)
-            stop.check()  # cancelled at the very end: the driver discards it anyway
-        status, error = "ok", None
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # noqa: BLE001 - a failed point is recorded, the sweep goes on
-        result, measured, status, error = None, None, "failed", one_line(e)
-    finally:
-        torch.set_num_threads(threads)
+            status, error = "ok", None
+        except Exception as e:  # noqa: BLE001 - a failed point is recorded, the sweep goes on
+            result, measured, status, error = None, None, "failed", one_line(e)
+        finally:
+            torch.set_num_threads(threads)
+        stop.check()  # cancelled outside a step: the driver has stopped listening anyway
     return {"status": status, "error": error, "result": result, "measured": measured,
             "ran_on": where(payload["engine"]), "seconds": time.perf_counter() - start}
 
