@@ -14,7 +14,9 @@
   ``utils/model2exemplar.py`` computes them.
 
 With per-class allocation the buffer a method really uses is
-``floor(exemplars / classes)`` per class.
+``floor(exemplars / classes)`` per class.  Every method of the table is in costcl's
+catalog (``costcl estimate --method podnet|bic|foster`` costs the steps behind the
+single-backbone rows, as PyCIL runs them).
 """
 from __future__ import annotations
 
@@ -62,8 +64,9 @@ class BudgetTable:
 
     @property
     def uncosted(self) -> list[str]:
-        """Methods of MEMO's table that costcl's catalog does not cost (yet): their rows are
-        MEMO's counting (one backbone plus exemplars), with no step behind them."""
+        """Methods of MEMO's table that costcl's catalog does not cost: their rows would be
+        MEMO's counting alone, with no step behind them.  Empty since PODNet, BiC and FOSTER
+        joined the catalog (as PyCIL runs them); kept for the JSON's ``not_in_catalog``."""
         from costmodel.methods import catalog
 
         return [name for name in self.methods if name not in catalog()]
