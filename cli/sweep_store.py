@@ -69,7 +69,7 @@ class ResultStore:
 
     def append(self, line: dict[str, Any]) -> None:
         """One whole line, in one write, on disk before it returns."""
-        data = (json.dumps(line, sort_keys=True, default=str) + "\n").encode()
+        data = (json.dumps(line, default=str) + "\n").encode()  # in file order: axes as written
         assert self._fd is not None, "append outside `with ResultStore(...)`"
         written = os.write(self._fd, data)
         if written != len(data):  # a full disk: leave no half line for the next reader
