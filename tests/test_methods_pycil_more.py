@@ -151,11 +151,9 @@ MEASURED = {  # (method, buffer, variant): (step peak bytes, forward FLOPs, back
     ("foster", 1800, "compress"): (361_100_668, 52_895_645_696, 35_147_350_016, 5_636_160),
     ("podnet", 1980, "main"): (381_888_464, 35_422_666_752, 35_311_058_944, 6_144_480),
 }
-PODNET_SHORT = -0.021
-"""PODNet's traced peak sits 2.1% under PyCIL's: in POD-spatial each squared stage map is
-summed over two axes, and backward adds the two broadcast gradients into a new map-sized
-tensor (an expanded gradient cannot take an in-place sum); costcl's engine sums them in
-place.  The largest map is 8 MiB at batch 128."""
+"""PyCIL's own step at commit 87cc4110 on synthetic data, measured by
+benchmarks/public_code.py (PODNet's POD-spatial sums two broadcast gradients into a new
+map-sized tensor: the engine allocates it since 2026-12-01, -2.1% before)."""
 
 
 @pytest.mark.slow
@@ -170,6 +168,5 @@ def test_full_size_against_pycils_own_step(key):
     assert (at(fl.forward, 128, 0), at(fl.grad_input, 128, 0) + at(fl.grad_weight, 128, 0)) == (fwd, bwd)
     device_peak = peak_memory(s, m, {variant: sm}, 128, 0).peak_bytes - host
     error = (device_peak - peak) / (peak + host)
-    target = PODNET_SHORT if method == "podnet" else 0.0
-    assert abs(error - target) < 0.005, error
+    assert abs(error) < 0.005, error
     assert estimate(Scenario(method=method, buffer_size=buffer)).memory.host_bytes == 0  # cpu

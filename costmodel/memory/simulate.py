@@ -250,15 +250,18 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
             for (t, slot), g in outputs:
                 buf = buffers.setdefault(t, [None] * len(nodes[t].slot_bytes))
                 old = buf[slot]
+                # add_ in place needs a dense, unshared tensor of the slot's size; a sum's
+                # gradient is an expanded view of a smaller one (InputBuffer::accumulate)
+                full = nodes[t].slot_bytes[slot]
                 if old is None:
                     buf[slot] = g
-                elif in_place_accumulation and old.refs == 1:
+                elif in_place_accumulation and old.refs == 1 and tuple(old.nbytes) == tuple(full):
                     delivered.append(g)
-                elif in_place_accumulation and g.refs == 1:
+                elif in_place_accumulation and g.refs == 1 and tuple(g.nbytes) == tuple(full):
                     release(old)
                     buf[slot] = g
                 else:
-                    new = alloc(g.nbytes)
+                    new = alloc(full)
                     mem.checkpoint("backward", "accumulate")
                     release(old)
                     delivered.append(g)
