@@ -49,7 +49,7 @@ def exemplar_curves(s: Scenario, names: list[str], budgets_mib: list[float]) -> 
 def _exemplar_curves(s: Scenario, names: list[str], budgets_mib: list[float]) -> Curves:
     out = Curves("memory budget (MiB)")
     for name in names:
-        ms = catalog.named(s, name, options={})
+        ms = catalog.named(s, name)
         if not stored_format(catalog.resolve(ms)):
             out.skipped.append(name)
             continue
@@ -73,6 +73,6 @@ def batch_curves(s: Scenario, names: list[str], batches: tuple[int, ...] = BATCH
 def _batch_curves(s: Scenario, names: list[str], batches: tuple[int, ...]) -> Curves:
     out = Curves("batch size")
     for name in names:
-        pm = PeakModel(catalog.named(s, name, options={}))
+        pm = PeakModel(catalog.named(s, name))
         out.points[name] = [(b, pm.peak(b)) for b in batches]
     return out

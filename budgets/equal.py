@@ -68,11 +68,12 @@ def equal_budget(budget_bytes: int, base: Scenario, names: list[str],
     if counting not in COUNTINGS:
         from costmodel.errors import suggest
         raise suggest(counting, COUNTINGS, "counting")
+    methods.check_shared(base, names)
     rows = []
     for name in names:
         if progress:
             progress(name)
-        given = methods.named(base, name, options={})
+        given = methods.named(base, name)
         s = methods.resolve(given)
         if counting == "memo":
             rows.append(_shared_out(name, memo_model_bytes(s), exemplar_bytes(s.input_shape),
@@ -133,11 +134,12 @@ def flops_budget(budget_flops: float, base: Scenario, names: list[str],
     checks.number(budget_flops, "--flops-budget", above=0, fix="e.g. 1e15")
     from budgets.fit import largest
 
+    methods.check_shared(base, names)
     rows = []
     for name in names:
         if progress:
             progress(name)
-        s = methods.resolve(methods.named(base, name, options={}, epochs=None))
+        s = methods.resolve(methods.named(base, name, epochs=None))
         epochs = largest(lambda e, s=s: _run_flops(s, e) <= budget_flops, 1, cap=1 << 20)
         rows.append(EpochRow(name, _run_flops(s, 1), epochs, _run_flops(s, epochs) if epochs else 0))
     return rows

@@ -121,7 +121,7 @@ def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None,
                        buffer)
     for name in others or []:
         tell(name)
-        other = PeakModel(methods.named(s, name, options={}), count_host=profile.unified)
+        other = PeakModel(methods.named(s, name), count_host=profile.unified)
         peak = other.peak(other.s.batch_size)
         result.methods.append(MethodFit(name, other.s.batch_size, other.s.buffer_size, peak,
                                         peak <= usable))

@@ -296,3 +296,45 @@ def layers(estimate: Any, path: Path) -> list[dict]:
     _save(fig, path)
     return [{"layer": r.name, "type": r.type, "forward_flops": r.forward_flops,
              "saved_mib": round(r.saved_bytes / MIB, 3), "frozen": r.frozen} for r in table]
+
+
+def cut_sweep(estimates: Sequence[Any], path: Path) -> list[dict]:
+    """Latent replay at every cut layer: the step's peak by term, and its FLOPs.
+
+    A deeper cut trains less (fewer FLOPs, no activations kept below it) but its latents
+    may be larger per sample than the image: the buffer term shows it.
+    """
+    cuts = [e.scenario.options["cut"] for e in estimates]
+    fig, (ax, flops_ax) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained",
+                                       width_ratios=(2, 1))
+    terms = [_terms(e.memory.breakdown_bytes) for e in estimates]
+    bottoms = [0.0] * len(estimates)
+    for term in TERMS:
+        values = [t[term] for t in terms]
+        if any(values):
+            ax.bar(cuts, values, bottom=bottoms, color=COLORS[term], label=term.replace("_", " "))
+            bottoms = [b + v for b, v in zip(bottoms, values)]
+    for i, total in enumerate(bottoms):
+        ax.annotate(f"{total:.0f}", (i, total), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, (max(bottoms) or 1) * 1.12)
+    ax.set_xlabel("cut (it and every layer before it frozen)")
+    ax.set_ylabel("peak memory of one step (MiB)")
+    ax.set_title("peak by term", fontsize=10)
+    step_flops = [e.step.forward_flops + e.step.backward_flops for e in estimates]
+    flops_ax.bar(cuts, step_flops, color="#2f4b7c")
+    flops_ax.yaxis.set_major_formatter(_eng())
+    flops_ax.set_xlabel("cut")
+    flops_ax.set_ylabel("FLOPs of one step")
+    flops_ax.set_title("forward + backward FLOPs", fontsize=10)
+    _slant_if_crowded(ax, cuts)
+    _slant_if_crowded(flops_ax, cuts)
+    _figure_legend(fig, [ax], outside=True, title="term", reverse=True)
+    s = estimates[0].scenario
+    fig.suptitle(f"Latent replay on {s.model} as the cut moves deeper\n"
+                 f"({s.buffer_size:,} latents; batch {s.batch_size} + {s.replay_batch} replayed)",
+                 fontsize=11)
+    _save(fig, path)
+    return [{"cut": cut, "peak_mib": round(e.memory.peak_bytes / MIB, 2), "step_flops": fl}
+            | {f"{k}_mib": round(v, 2) for k, v in t.items()}
+            for cut, e, fl, t in zip(cuts, estimates, step_flops, terms)]

@@ -67,6 +67,7 @@ def parse_methods(text: str) -> list[str]:
 def compare(s: Scenario, names: Sequence[str], convention: str = "runtime",
             flops_convention: str = "torch",
             progress: Callable[[str], None] | None = None) -> Comparison:
+    methods.check_shared(s, names)
     out = []
     for name in names:
         if progress:

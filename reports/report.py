@@ -87,6 +87,15 @@ Progress = Callable[[str], None]
 """Called when a piece of work ends, with a few words on what runs next (a progress bar)."""
 
 
+def cut_sweep(s: Scenario) -> list[Any]:
+    """Latent replay's estimate at every cut the model allows, shallow to deep."""
+    from costmodel import engine
+
+    base = catalog.resolve(catalog.named(s, "latent-replay"))
+    cuts = engine.step_model(base, catalog.get("latent-replay")).network.cuts
+    return [estimate(base.replace(options={**base.options, "cut": cut})) for cut in cuts]
+
+
 def _table_rows() -> int:
     """How many times the LightCL table's costing ticks (a row on each dataset)."""
     from reports.paper_table import DATASETS, published
@@ -104,8 +113,7 @@ def build(s: Scenario, names: list[str], out: Path, sweeps: Sweeps,
           progress: Progress | None = None) -> list[Section]:
     """Compute every section and draw it into a staging folder, then swap it in as ``out``."""
     say = progress or (lambda _: None)
-    for name in names:
-        catalog.get(name)
+    catalog.check_shared(s, names)
 
     def write(stage: Path) -> list[Section]:
         sections = _sections(s, names, stage, sweeps, validations, say)
@@ -120,14 +128,14 @@ def build(s: Scenario, names: list[str], out: Path, sweeps: Sweeps,
 
 def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
               validations: list[dict[str, Any]] | None, say: Progress) -> list[Section]:
-    runtime = [estimate(s.replace(method=n, options={})) for n in names]
-    paper = [estimate(s.replace(method=n, options={}), convention="paper") for n in names]
+    runtime = [estimate(catalog.named(s, n)) for n in names]
+    paper = [estimate(catalog.named(s, n), convention="paper") for n in names]
     keys = ("model", "dataset", "tasks", "epochs", "batch_size", "replay_batch", "buffer_size",
             "optimizer", "dtype", "sparsity", "device")
     scen = [{"method": e.scenario.method, **{k: getattr(e.scenario, k) for k in keys}}
             for e in runtime]
     focus = "lightcl" if "lightcl" in names else names[0]
-    layered = estimate(s.replace(method=focus, options={}), layers=True)
+    layered = estimate(catalog.named(s, focus), layers=True)
     say("drawing the memory and FLOPs charts")
     out = [
         Section("Scenario per method", None,
@@ -180,6 +188,12 @@ def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
                            "Each point is a validated training step (costcl validate): measured on "
                            "the x axis, predicted on the y axis; the band is ±5%.",
                            charts.validation_scatter(rows, stage / "validation.png")))
+    if "latent-replay" in names:
+        out.append(Section("Latent replay: where to cut", "cut.png",
+                           "Latent replay's step at every cut layer: the buffer holds that "
+                           "layer's activations, and only the layers after it train. Bars: the "
+                           "runtime peak by term; line: the step's FLOPs.",
+                           charts.cut_sweep(cut_sweep(s), stage / "cut.png")))
     say("drawing the per-layer chart")
     out.append(Section(f"Per layer: {focus} on {layered.scenario.model}", "layers.png",
                        "Forward FLOPs and activation bytes kept for backward, layer by layer in "

@@ -97,6 +97,35 @@ def test_latent_replay_trains_with_8_bit_latents(tmp_path):
     assert kept["scale"].shape == (20,) and set(kept) == {"latent", "scale", "y"}
 
 
+def test_the_report_sweeps_the_cut(tmp_path):
+    from reports import charts
+    from reports.report import cut_sweep
+
+    s = Scenario(method="latent-replay", buffer_size=100, batch_size=8, **SMALL)
+    rows = charts.cut_sweep(cut_sweep(s), tmp_path / "cut.png")
+    assert [r["cut"] for r in rows] == ["stem", "stage_1", "stage_2", "stage_3"]
+    # resnet14-cifar on 16x16: 16x16x16 after the stem and stage_1, 32x8x8, 64x4x4
+    latents = [16 * 16 * 16, 16 * 16 * 16, 32 * 8 * 8, 64 * 4 * 4]
+    assert [r["buffer_mib"] for r in rows] == [round(100 * (4 * n + 8) / 2**20, 2)
+                                              for n in latents]
+    flops = [r["step_flops"] for r in rows]
+    assert flops == sorted(flops, reverse=True) and len(set(flops)) == 4  # less trains
+    assert (tmp_path / "cut.png").stat().st_size > 10_000
+
+
+def test_one_budget_beside_er_and_lightcl(costcl):
+    r = costcl("budget", "--budget-mib", "200", "--methods", "er,lightcl,latent-replay",
+               "--option", "cut=stage_1", "--convention", "runtime", "--json")
+    rows = {row["method"]: row for row in json.loads(r.stdout)}
+    # resnet32-cifar: a latent after stage_1 is 16x32x32 float32 and a label
+    assert rows["latent-replay"]["exemplar_bytes"] == 16 * 32 * 32 * 4 + 8
+    assert rows["er"]["exemplar_bytes"] == 3 * 32 * 32 * 4 + 8
+    assert all(row["fits"] for row in rows.values())
+    r = costcl("budget", "--budget-mib", "200", "--methods", "er,lightcl",
+               "--option", "cut=stage_1", "--convention", "runtime")
+    assert r.returncode == 2 and "--option cut is taken by none of er, lightcl" in r.stderr
+
+
 # -- plugins: by path, by entry point ----------------------------------------------------
 PACKAGE = {
     "pyproject.toml": """

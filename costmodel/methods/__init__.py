@@ -124,11 +124,27 @@ def get(name: str, impl: str | None = None) -> Method:
 
 
 def named(s: Scenario, text: str, **changes: Any) -> Scenario:
-    """``s`` for the method ``text``: a name, or NAME@IMPL for one implementation."""
+    """``s`` for the method ``text``: a name, or NAME@IMPL for one implementation.
+
+    In a command over several methods, a shared ``--sparsity`` is for the sparse ones and
+    each ``--option`` for the methods that take it (:func:`check_shared`).
+    """
     name, impl = method_and_impl(text)
-    if s.sparsity and not get(name, impl).sparse:
-        changes.setdefault("sparsity", None)  # a shared --sparsity is for the sparse methods
+    method = get(name, impl)
+    if s.sparsity and not method.sparse:
+        changes.setdefault("sparsity", None)
+    changes.setdefault("options", {k: v for k, v in s.options.items()
+                                   if k in method.options or k in TRAINER_OPTIONS})
     return s.replace(method=name, impl=impl, **changes)
+
+
+def check_shared(s: Scenario, names: list[str] | tuple[str, ...]) -> None:
+    """Every ``--option`` of a command over ``names`` is taken by one of them at least."""
+    taken = set(TRAINER_OPTIONS).union(*(get(*method_and_impl(n)).options for n in names))
+    unknown = sorted(set(s.options) - taken)
+    if unknown:
+        raise CostclError(f"--option {unknown[0]} is taken by none of {', '.join(names)}; "
+                          "leave it out or add a method that takes it (see `costcl methods`)")
 
 
 TRAINER_OPTIONS = {"lr": Option(0.01, "learning rate of the bundled trainer (costs do not depend on it)",

@@ -51,12 +51,13 @@ class LatentSplit(nn.Module):
         super().__init__()
         parts = split(model, "latent-replay")
         names = ["stem"] + [name for name, _ in parts.stages]
+        cut = cut or names[-2]  # the stage before the last
         if cut not in names:
             raise CostclError(f"--option cut={cut}: {type(model).__name__} can be cut after "
                               f"{', '.join(names)}; choose one of them")
         k = names.index(cut)
         stages = [m for _, m in parts.stages]
-        self.cut = cut
+        self.cut, self.cuts = cut, names
         self.lower = nn.Sequential(parts.stem, *stages[:k])
         self.upper = nn.Sequential(*stages[k:], GlobalPool(), parts.head)
         p = next(self.lower.parameters())
@@ -92,9 +93,10 @@ class LatentReplay(Method):
     reservoir = ("latent", "scale", "y")
     """What each kept sample leaves in the buffer ('scale' only with 8-bit latents)."""
     options = {
-        "cut": Option("layer3", "the latent replay layer: the stage whose output the buffer "
-                                "stores (stem, or a stage name of the model: layer1..layer4 "
-                                "for ResNet-18); it and everything before it are frozen"),
+        "cut": Option("", "the latent replay layer: the stage whose output the buffer stores "
+                          "(stem or a stage of the model: layer1..layer4 on ResNet-18, "
+                          "stage_1..stage_3 on PyCIL's ResNets; default: the stage before "
+                          "the last); it and everything before it are frozen"),
         "latent_bits": Option(32, "bits per stored latent: 32 (the model's float type) or 8 "
                                   "(uint8 with a float32 scale per sample)", choices=(32, 8)),
     }
