@@ -43,7 +43,9 @@ MAMMOTH = Codebase(
                           cite="utils/evaluate.py:35,52"),
     cites=("utils/training.py:100-106", "utils/buffer.py:314", "utils/buffer.py:407-411",
            "utils/buffer.py:529-547", "utils/augmentations.py:35-40", "utils/kornia_utils.py:78",
-           "utils/evaluate.py:35,52", "datasets/utils/continual_dataset.py:531-534"),
+           "utils/evaluate.py:35,52", "datasets/utils/continual_dataset.py:531-534",
+           "models/derpp.py:56-60"),
+    loop_holds_kept=False,  # observe() adds the logits to the buffer and returns loss.item()
 )
 
 
