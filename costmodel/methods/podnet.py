@@ -40,7 +40,7 @@ from torch import nn
 from costmodel.methods.base import Option, Phase, StepContext, classes_per_task, known_classes
 from costmodel.methods.pycil import PyCILCode, PyCILMethod
 from costmodel.models.cifar_resnet import OptionABlock
-from costmodel.models.pycil import _pooled, _stage, _Stem
+from costmodel.models.pycil import Block, _pooled, _stage, _Stem
 from costmodel.models.staged import Stages, split
 from costmodel.scenario import Scenario
 
@@ -96,32 +96,19 @@ class SplitCosineLinear(nn.Module):
                 "new_scores": reduce_proxies(out2["logits"], self.nb_proxy), "logits": out}
 
 
-class UcirBlock(nn.Module):
+class UcirBlock(Block):
     """UCIR's ResNetBasicblock (ucir_cifar_resnet.py:59-91) over an option-A block's layers,
-    with ``DownsampleB`` (ucir_cifar_resnet.py:23-32) where the block changes shape."""
+    with ``DownsampleB`` (ucir_cifar_resnet.py:23-32) where the block changes shape; PyCIL's
+    block's forward, without the last block's final ReLU."""
 
     def __init__(self, block: OptionABlock, last: bool) -> None:
-        super().__init__()
-        self.conv_a, self.bn_a = block.conv_a, block.bn_a
-        self.conv_b, self.bn_b = block.conv_b, block.bn_b
+        super().__init__(block)
         self.last = last
         self.downsample = None
         if block.downsample is not None:
             c_in, c_out = block.conv_a.in_channels, block.conv_a.out_channels
             self.downsample = nn.Sequential(
                 nn.Conv2d(c_in, c_out, 1, block.conv_a.stride, 0, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x
-        branch = self.conv_a(x)
-        branch = self.bn_a(branch)
-        branch = F.relu(branch, inplace=True)
-        branch = self.conv_b(branch)
-        branch = self.bn_b(branch)
-        if self.downsample is not None:
-            residual = self.downsample(x)
-        out = residual + branch
-        return out if self.last else F.relu(out, inplace=True)
 
 
 def _ucir_stage(stage: nn.Module, last_stage: bool) -> nn.Module:

@@ -57,7 +57,10 @@ class _Stem(nn.Module):
 class Block(nn.Module):
     """ResNetBasicblock (convs/cifar_resnet.py:57-81) over an option-A block's layers: one
     variable carries the branch, so each layer's input is let go as its output arrives
-    (without a graph, bn_a's output is gone before bn_b runs)."""
+    (without a graph, bn_a's output is gone before bn_b runs).  ``last``: no ReLU after
+    the sum (UCIR's last block, :class:`~costmodel.methods.podnet.UcirBlock`)."""
+
+    last = False
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
@@ -74,7 +77,8 @@ class Block(nn.Module):
         branch = self.bn_b(branch)
         if self.downsample is not None:
             residual = self.downsample(x)
-        return F.relu(residual + branch, inplace=True)
+        out = residual + branch
+        return out if self.last else F.relu(out, inplace=True)
 
 
 def _stage(stage: nn.Module) -> nn.Module:
