@@ -33,7 +33,12 @@ def _scenario_line(s: Scenario) -> str:
 
 
 def markdown(s: Scenario, names: list[str], sections: list[Section]) -> str:
-    lines = [f"# {_title(s, names)}", "", _scenario_line(s), ""]
+    return markdown_document(_title(s, names), _scenario_line(s), sections)
+
+
+def markdown_document(title: str, intro: str, sections: list[Section]) -> str:
+    """A report as Markdown: the title, a line under it, each section with its chart and table."""
+    lines = [f"# {title}", "", intro, ""]
     for sec in sections:
         lines += [f"## {sec.title}", "", sec.text, ""]
         if sec.image:
@@ -66,10 +71,18 @@ td:first-child,th:first-child{text-align:left}p{line-height:1.5}"""
 
 
 def page(s: Scenario, names: list[str], sections: list[Section]) -> str:
+    return html_document(_title(s, names), _scenario_line(s), sections,
+                         "Predictions come from the engine's formulas over facts traced on the "
+                         "meta device; published figures are shown beside them, never copied "
+                         "into them.")
+
+
+def html_document(title: str, intro: str, sections: list[Section], footer: str) -> str:
+    """A report as one HTML page (its charts beside it as PNG files)."""
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(s, names))}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{e(_title(s, names))}</h1>"]
-    parts.append("<p>" + e(_scenario_line(s)) + "</p>")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>"]
+    parts.append("<p>" + e(intro) + "</p>")
     for sec in sections:
         parts.append(f"<h2>{e(sec.title)}</h2><p>{e(sec.text)}</p>")
         if sec.image:
@@ -80,7 +93,5 @@ def page(s: Scenario, names: list[str], sections: list[Section]) -> str:
             for row in sec.rows:
                 parts.append("<tr>" + "".join(f"<td>{e(_cell(row.get(c)))}</td>" for c in cols) + "</tr>")
             parts.append("</table>")
-    parts.append("<p><small>" + LEGACY_SIGNATURE + " Predictions come from the engine's formulas over "
-                 "facts traced on the meta device; published figures are shown beside them, "
-                 "never copied into them.</small></p></body></html>")
+    parts.append(f"<p><small>{LEGACY_SIGNATURE} {footer}</small></p></body></html>")
     return "\n".join(parts)

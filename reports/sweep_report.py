@@ -9,15 +9,14 @@ report``: built in a staging folder and swapped in whole (:mod:`reports.outdir`)
 """
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from reports import charts, sweep_charts
-from reports.outdir import LEGACY_SIGNATURE, check_out, publish
-from reports.report_render import _CSS, Section, _cell
+from reports.outdir import check_out, publish
+from reports.report_render import Section, html_document, markdown_document
 from reports.sweep_results import SweepResults, load, point_label
 from reports.units import MIB
 
@@ -115,8 +114,10 @@ def build(results: SweepResults, folder: Path, out: Path,
         intro = (f"{len(lines)} points from {folder / 'results.jsonl'}: "
                  f"{sum(1 for d in lines if d.get('status') == 'ok')} ok, "
                  f"{sum(1 for d in lines if d.get('status') != 'ok')} failed.")
-        (stage / "report.md").write_text(_markdown(title, intro, sections))
-        (stage / "index.html").write_text(_page(title, intro, sections))
+        (stage / "report.md").write_text(markdown_document(title, intro, sections))
+        (stage / "index.html").write_text(html_document(
+            title, intro, sections, "Predictions come from the engine; measurements from the "
+            "points' own runs."))
         return sections
 
     sections = publish(out, write)
@@ -168,39 +169,3 @@ def _sections(lines: list[dict[str, Any]], stage: Path, say: Progress) -> list[S
                            "`costcl sweep run --retry-failed` runs them again.", failed))
     say("writing the report")
     return out
-
-
-def _table_md(rows: list[dict[str, Any]]) -> list[str]:
-    cols = list(rows[0])
-    return (["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-            + ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows] + [""])
-
-
-def _markdown(title: str, intro: str, sections: list[Section]) -> str:
-    lines = [f"# {title}", "", intro, ""]
-    for sec in sections:
-        lines += [f"## {sec.title}", "", sec.text, ""]
-        if sec.image:
-            lines += [f"![{sec.title}]({sec.image})", ""]
-        if sec.rows:
-            lines += _table_md(sec.rows)
-    return "\n".join(lines)
-
-
-def _page(title: str, intro: str, sections: list[Section]) -> str:
-    e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1><p>{e(intro)}</p>"]
-    for sec in sections:
-        parts.append(f"<h2>{e(sec.title)}</h2><p>{e(sec.text)}</p>")
-        if sec.image:
-            parts.append(f"<img src='{e(sec.image)}' alt='{e(sec.title)}'>")
-        if sec.rows:
-            cols = list(sec.rows[0])
-            parts.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{e(_cell(r.get(c)))}</td>" for c in cols) + "</tr>"
-                      for r in sec.rows]
-            parts.append("</table>")
-    parts.append(f"<p><small>{LEGACY_SIGNATURE} Predictions come from the engine; measurements "
-                 "from the points' own runs.</small></p></body></html>")
-    return "\n".join(parts)
