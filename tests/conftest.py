@@ -37,6 +37,10 @@ def measured_memory(e):
         return memtracker_peak(model, opt, lambda: method.step(ctx, x, y), externals=(x, y))
 
 
+if "PYTEST_XDIST_WORKER" in __import__("os").environ:  # two workers share the 2 cores
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def costcl_cache_dir(tmp_path_factory):
     """The suite's trace and answer cache: a session folder, never ~/.cache.
