@@ -32,6 +32,11 @@ costcl's choices, where the paper leaves room or costcl simplifies:
   (the paper's CIFAR-100 setting as costcl reads its implementation details, Sec. 5;
   both are options).
 
+Unverified: the section numbers, the 40 and 30 epochs and T = 2 above were written from
+the paper as remembered (FACIL's ``eeil.py`` agrees on T = 2 and the ten-times-smaller
+fine-tuning rate), not re-read against its text; the step's structure does not depend on
+them, the whole run's FLOPs do (through the epochs).
+
 Training (``costcl train``) is not written: the balanced subset is not a phase the
 bundled trainer draws (it draws a task's images, or them and the memory), so E2E is
 costed only (``trains = False``).
