@@ -3,7 +3,8 @@
 The commands are read from the README's fenced blocks, so a new example is
 tested the day it is written.  They run through the real entry point, in README
 order, in one folder that holds what the README says exists beside them
-(scenario.toml, the `mypkg.nets:make_net` factory, a `results/` folder).  A command that needs
+(scenario.toml, sweep.toml, the `mypkg.nets:make_net` factory, docs/examples/er_ace.py, a
+`results/` folder).  A command that needs
 what a test machine lacks (a dataset folder, a CUDA device) is skipped with its
 reason; the long ones (the LightCL table, a report, a crosscheck at 224x224)
 run with ``-m slow``.  A command neither run nor listed here fails the test.
@@ -22,10 +23,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 NEEDS = {
     "~/data": "needs a dataset folder (the trainer tests run it on synthetic data)",
     "--device cuda": "needs a CUDA device (validation/run_cuda.py runs it)",
+    "--address": "needs a Ray cluster (tests/test_sweep.py runs a local one)",
 }
 SLOW = ("costcl paper lightcl", "costcl report", "costcl crosscheck", "costcl validate",
         "costcl train", "costcl budget --flops-budget", "costcl fit --device jetson-nano",
-        "costcl budget --budget-mib 64 --methods der-expand")
+        "costcl budget --budget-mib 64 --methods der-expand", "costcl sweep",
+        "costcl budget --budget-mib 200 --methods er,lightcl,latent-replay")
 """Commands of more than ~20 s on 2 cores: run with ``-m slow``."""
 
 
@@ -72,6 +75,9 @@ def folder(tmp_path_factory):
     says is beside them."""
     d = tmp_path_factory.mktemp("readme")
     (d / "scenario.toml").write_text(_toml_block("scenario.toml"))
+    (d / "sweep.toml").write_text(_toml_block("sweep.toml"))
+    examples = README.parent / "docs" / "examples"  # the README runs it from there
+    (d / "er_ace.py").write_text((examples / "er_ace.py").read_text())
     (d / "results").mkdir()
     pkg = d / "pkgs" / "mypkg"
     pkg.mkdir(parents=True)
@@ -82,8 +88,8 @@ def folder(tmp_path_factory):
         "    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),\n"
         "                         nn.Flatten(), nn.Linear(8 * 14 * 14, num_classes))\n")
     yield d
-    sys.modules.pop("mypkg.nets", None)
-    sys.modules.pop("mypkg", None)
+    for name in ("mypkg.nets", "mypkg", "er_ace"):
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture
