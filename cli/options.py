@@ -21,7 +21,7 @@ _PANEL = "Scenario"
 SCENARIO_PARAMS: list[inspect.Parameter] = [
     inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
     for name, ann in [
-        ("method", Annotated[Optional[str], typer.Option(help="CL method (see `costcl methods`).", rich_help_panel=_PANEL)]),
+        ("method", Annotated[Optional[str], typer.Option(help="CL method (see `costcl methods`), NAME@IMPL, or your own as package.module:ClassName (docs/methods.md).", rich_help_panel=_PANEL)]),
         ("impl", Annotated[Optional[str], typer.Option(help="Implementation of the method: costcl, or the public codebase it reproduces (lightcl, mammoth, pycil); see `costcl methods`.", rich_help_panel=_PANEL)]),
         ("model", Annotated[Optional[str], typer.Option(help="Model: a name from `costcl models`, torchvision:NAME or package.module:callable.", rich_help_panel=_PANEL)]),
         ("dataset", Annotated[Optional[str], typer.Option(help="Dataset: cifar10, cifar100, tinyimagenet, imagenet100, imagenet32.", rich_help_panel=_PANEL)]),
