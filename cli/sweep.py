@@ -105,16 +105,8 @@ def scenario_of(sweep: Sweep, point: Point) -> tuple[Scenario, str | None]:
 
 def _check_job(s: Scenario, kind: str) -> None:
     """A job the method cannot run is bad input, found before any point runs."""
-    if kind != "train" or methods.get(s.method, s.impl).trains:
-        return
-    own = methods.implementations(s.method).get("costcl")
-    if own is not None and own.trains:
-        raise CostclError(f"train runs {s.method}'s clean step, not {s.method}@{s.impl}'s loop; "
-                          f'set impl = "costcl" for it')
-    runnable = ", ".join(n for n in methods.catalog()
-                         if methods.implementations(n).get("costcl", methods.get(n)).trains)
-    raise CostclError(f"train runs {runnable}; {s.method!r} is costed and validated but not "
-                      "trained here: use a validate or estimate job for it")
+    if kind == "train":
+        methods.check_trains(s, "a train job")
 
 
 def device_memory_bytes(sweep: Sweep) -> dict[str, int | None]:

@@ -194,15 +194,7 @@ class Trainer:
                  checkpoint: str | None = None, seed: int = 0, progress: Progress | None = None) -> None:
         self.s = methods.resolve(s.replace(device=device))
         self.method = methods.get(self.s.method, self.s.impl)
-        if not self.method.trains:
-            own = methods.implementations(self.s.method).get("costcl")
-            if own is not None and own.trains:
-                raise CostclError(f"costcl train runs {self.s.method}'s clean step, not "
-                                  f"{self.s.method}@{self.s.impl}'s loop; add --impl costcl")
-            runnable = ", ".join(n for n in methods.catalog()
-                                 if methods.implementations(n).get("costcl", methods.get(n)).trains)
-            raise CostclError(f"costcl train runs {runnable}; {self.s.method!r} is costed and "
-                              "validated (costcl validate) but not trained here")
+        methods.check_trains(self.s)
         self.data, self.device, self.out, self.seed = data, device, out, seed
         self.progress = progress or (lambda info: None)
         torch.manual_seed(seed)

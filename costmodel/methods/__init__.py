@@ -138,6 +138,19 @@ def named(s: Scenario, text: str, **changes: Any) -> Scenario:
     return s.replace(method=name, impl=impl, **changes)
 
 
+def check_trains(s: Scenario, command: str = "costcl train") -> None:
+    """A one-line error unless the bundled trainer runs ``s``'s method and implementation."""
+    if get(s.method, s.impl).trains:
+        return
+    own = implementations(s.method).get("costcl")
+    if own is not None and own.trains:
+        raise CostclError(f"{command} runs {s.method}'s clean step, not {s.method}@{s.impl}'s "
+                          "loop; use --impl costcl (impl = \"costcl\" in a file)")
+    runnable = ", ".join(n for n in catalog() if implementations(n).get("costcl", get(n)).trains)
+    raise CostclError(f"{command} runs {runnable}; {s.method!r} is costed and validated "
+                      "(costcl validate) but not trained here")
+
+
 def check_shared(s: Scenario, names: list[str] | tuple[str, ...]) -> None:
     """Every ``--option`` of a command over ``names`` is taken by one of them at least."""
     taken = set(TRAINER_OPTIONS).union(*(get(*method_and_impl(n)).options for n in names))
