@@ -7,14 +7,30 @@
   it accepts it).
 
 Models are built under ``torch.device(device)``, so the engine builds them on
-the meta device: no memory, no initialisation cost worth mentioning.
+the meta device: no memory, no initialisation cost worth mentioning.  A model
+whose constructor reads tensor values (torchvision's RegNets compute their block
+widths with ``.tolist()``) cannot be built that way; :func:`build_model` then
+builds it with plain tensors on the CPU and only its parameters and buffers on
+meta, and as a last resort on the CPU and moved to meta (:data:`ROUTES`).  Which
+route a model took is remembered per process (:func:`build_route`), so the
+failing attempt is paid once.
+
+GoogLeNet and Inception-v3 are built with ``aux_logits=False``: in training mode
+their auxiliary heads make the forward return a tuple, and torchvision trains
+neither with them: its reference ``references/classification/train.py`` calls
+``criterion(model(image), target)`` with no auxiliary loss, and both models'
+ImageNet weights are "ported from the original paper" (their weights' ``_docs``),
+and ``googlenet(weights=...)`` drops the auxiliary heads unless asked.  The
+step costed is the main head's; the papers' extra losses (0.3 x each auxiliary
+loss in GoogLeNet) are not counted.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -61,13 +77,23 @@ def _torchvision_resnet(block: str, layers: list[int]) -> Callable[[int, int], n
     return build
 
 
+TORCHVISION_KWARGS: dict[str, dict[str, object]] = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
+"""Arguments beyond ``num_classes`` for torchvision models whose defaults do not train as
+one tensor of logits (see the module docstring); ``init_weights=True`` is the default
+they warn about, said explicitly."""
+
+
 def _torchvision(name: str) -> Callable[[int, int], nn.Module]:
     def build(num_classes: int, in_channels: int) -> nn.Module:
         import torchvision
         if in_channels != 3:
             raise CostclError(f"torchvision model {name!r} takes 3 input channels, not "
                               f"{in_channels}; use --input-size 3,H,W")
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes,
+                                            **TORCHVISION_KWARGS.get(name, {}))
     return build
 
 
@@ -142,7 +168,8 @@ def _factory(path: str) -> Callable[[int, int], nn.Module]:
         try:
             model = fn(num_classes=num_classes) if "num_classes" in takes else fn()
         except Exception as e:  # noqa: BLE001 - a user's factory can raise anything
-            raise CostclError(f"model factory {path!r} raised {type(e).__name__}: {e}") from None
+            raise ModelCodeFailed(f"model factory {path!r} raised {type(e).__name__}: "
+                                  f"{_first_line(e)}") from None
         if not isinstance(model, nn.Module):
             raise CostclError(f"model factory {path!r} returned {type(model).__name__}, "
                               "not a torch.nn.Module")
@@ -150,18 +177,127 @@ def _factory(path: str) -> Callable[[int, int], nn.Module]:
     return build
 
 
+class ModelCodeFailed(CostclError):
+    """The model's own constructor raised: on meta that may be the device's fault, so
+    :func:`build_model` tries the next route before it gives this message."""
+
+
+ROUTES = ("meta", "meta-params", "cpu")
+"""How a model is built for the meta device, cheapest first: all on meta; plain tensors
+on the CPU and parameters and buffers on meta; all on the CPU, then moved to meta
+(allocates and initialises real weights: the last resort)."""
+
+_ROUTE_OF: dict[str, str] = {}
+
+
+def build_route(name: str) -> str | None:
+    """The route (one of :data:`ROUTES`) the last meta build of ``name`` took."""
+    return _ROUTE_OF.get(name)
+
+
 def build_model(name: str, num_classes: int, in_channels: int = 3, device: str = "meta",
                 dtype: torch.dtype = torch.float32) -> nn.Module:
     """Build a model on ``device`` (meta by default) in ``dtype``."""
     spec = resolve(name)
+    with _default_dtype(dtype):  # build in the dtype: no conversion pass afterwards
+        if device == "meta":
+            return _build_for_meta(spec, num_classes, in_channels)
+        try:
+            with torch.device(device):
+                return spec.build(num_classes, in_channels)
+        except CostclError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a model's constructor can raise anything
+            raise _build_error(spec.name, e) from None
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # build in the dtype: no conversion pass afterwards
+    torch.set_default_dtype(dtype)
     try:
-        with torch.device(device):
-            model = spec.build(num_classes, in_channels)
+        yield
     finally:
         torch.set_default_dtype(previous)
-    return model
+
+
+def _build_for_meta(spec: ModelSpec, num_classes: int, in_channels: int) -> nn.Module:
+    """Try the routes from the one that worked last for this model; a bad argument
+    (a plain :class:`CostclError`) fails at once, the last route's error is the message."""
+    first = ROUTES.index(_ROUTE_OF.get(spec.name, ROUTES[0]))
+    error: Exception | None = None
+    for route in ROUTES[first:]:
+        try:
+            model = _ON_ROUTE[route](spec, num_classes, in_channels)
+        except ModelCodeFailed as e:
+            error = e
+        except CostclError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a model's constructor can raise anything
+            error = e
+        else:
+            _ROUTE_OF[spec.name] = route
+            return model
+    assert error is not None
+    raise (error if isinstance(error, CostclError) else _build_error(spec.name, error)) from None
+
+
+def _build_error(name: str, e: Exception) -> CostclError:
+    return CostclError(f"model {name!r} fails to build: {type(e).__name__}: {_first_line(e)}")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _all_on_meta(spec: ModelSpec, num_classes: int, in_channels: int) -> nn.Module:
+    with torch.device("meta"):
+        return spec.build(num_classes, in_channels)
+
+
+def _params_on_meta(spec: ModelSpec, num_classes: int, in_channels: int) -> nn.Module:
+    """Tensors the constructor computes with stay real (CPU); each parameter and buffer
+    goes to meta as it is registered, before its initialiser runs, so no weight is
+    initialised and at most one is allocated at a time (uninitialised)."""
+    with torch.device("cpu"), _register_on_meta():
+        model = spec.build(num_classes, in_channels)
+    return model.to("meta")  # tensors assigned to existing buffer slots skip registration
+
+
+def _on_cpu_then_meta(spec: ModelSpec, num_classes: int, in_channels: int) -> nn.Module:
+    with torch.device("cpu"):
+        model = spec.build(num_classes, in_channels)
+    return model.to("meta")
+
+
+_ON_ROUTE: dict[str, Callable[[ModelSpec, int, int], nn.Module]] = {
+    "meta": _all_on_meta, "meta-params": _params_on_meta, "cpu": _on_cpu_then_meta}
+
+
+@contextlib.contextmanager
+def _register_on_meta() -> Iterator[None]:
+    """``nn.Module.register_parameter``/``register_buffer`` that move the tensor to meta
+    (``Module.__setattr__`` registers through them).  Process-wide while it lasts."""
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register_parameter(module, name, param)
+        if param is not None and not param.is_meta:
+            kwargs = {**param.__dict__, "requires_grad": param.requires_grad}
+            module._parameters[name] = type(param)(param.to("meta"), **kwargs)
+
+    def buffer(module: nn.Module, name: str, tensor: torch.Tensor | None,
+               persistent: bool = True) -> None:
+        register_buffer(module, name, tensor, persistent)
+        if tensor is not None and not tensor.is_meta:
+            module._buffers[name] = tensor.to("meta")
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
 
 
 def head_name(model: nn.Module) -> str | None:
