@@ -138,7 +138,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = _like_before(func, args, kwargs)
         flat_in, _ = tree_flatten((args, kwargs))
         tensors_in = [a for a in flat_in if isinstance(a, torch.Tensor)]
         inputs = tuple(self.sid_of(a) for a in tensors_in)
@@ -162,6 +162,33 @@ class _Recorder(TorchDispatchMode):
         self.raw.ops.append(RawOp(name, self._module(), inputs, tuple(outputs), fl, ew, sources,
                                    in_numel, out_numel))
         return out
+
+
+_SHAPE_ONLY = {torch.ops.aten.native_batch_norm.default}
+"""Ops whose meta kernel is a slow Python decomposition (batch norm: about 60% of a CIFAR
+ResNet's trace) and whose outputs are new tensors that depend only on the arguments'
+shapes, strides, dtypes and flags: computed once per signature, then made as empty
+tensors with the same metadata.  Their in-place updates of the running statistics change
+nothing on meta tensors."""
+_OUTPUTS: dict[tuple, tuple] = {}
+
+
+def _like_before(func, args: tuple, kwargs: dict) -> object:  # noqa: ANN001
+    """``func(*args, **kwargs)``, from :data:`_OUTPUTS` for a :data:`_SHAPE_ONLY` op seen before."""
+    if func not in _SHAPE_ONLY:
+        return func(*args, **kwargs)
+    flat, _ = tree_flatten((args, kwargs))
+    if not all(a.device.type == "meta" for a in flat if isinstance(a, torch.Tensor)):
+        return func(*args, **kwargs)
+    key = (func, *((tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a
+                   for a in flat))
+    spec = _OUTPUTS.get(key)
+    if spec is None:
+        out = func(*args, **kwargs)
+        _OUTPUTS[key] = tuple((tuple(t.shape), t.stride(), t.dtype) for t in out)
+        return out
+    return tuple(torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+                 for shape, stride, dtype in spec)
 
 
 def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
