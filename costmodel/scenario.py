@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 DTYPES: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 """costcl's dtype names and the torch dtype each means (torch is imported only when one is
 needed, so parsing a scenario, ``costcl --help`` and a cached estimate stay torch-free)."""
+INPUT_DTYPES = ("float", "int64")
+"""'float': inputs in the scenario's dtype; 'int64': token ids in [0, vocab) (text models)."""
+MAX_INPUT_RANK = 4
+"""Sizes --input-size takes: a 1-D signal or vector up to a video clip (C, T, H, W)."""
 DEVICES = ("cpu", "cuda")
 SETTINGS = ("class-il", "task-il")
 DEFAULT_MODEL, DEFAULT_DATASET = "resnet18-cifar", "cifar10"
@@ -40,8 +44,13 @@ class Scenario:
     """Default: the method's paper (e.g. resnet32-cifar for MEMO), else resnet18-cifar."""
     dataset: str | None = None
     """Default: the method's paper, else cifar10."""
-    input_size: tuple[int, int, int] | None = None
-    """C, H, W; overrides the dataset's shape (custom data)."""
+    input_size: tuple[int, ...] | None = None
+    """One sample's shape, 1 to 4 sizes (C,H,W; C,L audio; L tokens; C,T,H,W); overrides
+    the dataset's shape (custom data)."""
+    input_dtype: str = "float"
+    """'float' (the scenario's dtype) or 'int64' token ids, drawn in [0, vocab)."""
+    vocab: int | None = None
+    """Token ids' range, required with (and only with) ``input_dtype='int64'``."""
     num_classes: int | None = None
     """Classifier width; the dataset's class count unless given."""
     tasks: int | None = None
@@ -80,8 +89,7 @@ class Scenario:
             object.__setattr__(self, "trainable", frozenset(self.trainable))
         if self.input_size is not None:
             if isinstance(self.input_size, str) or not isinstance(self.input_size, Iterable):
-                raise CostclError(f"input size must be three positive integers C,H,W, "
-                                  f"got {self.input_size!r}")
+                raise CostclError(f"input size must be {_SIZES_WORDS}, got {self.input_size!r}")
             object.__setattr__(self, "input_size", tuple(self.input_size))
         self.validate()
 
@@ -91,8 +99,23 @@ class Scenario:
         return dataset(self.dataset or DEFAULT_DATASET)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return self.input_size or self.data.input_shape
+
+    @property
+    def in_channels(self) -> int:
+        """What model builders get as ``in_channels``: the first size of a 2- to 4-size input
+        (C of C,H,W or C,L), and 1 for a 1-size input (a flat vector or a token sequence has
+        no channel axis; a factory embedding tokens takes its vocabulary from its own code)."""
+        shape = self.input_shape
+        return shape[0] if len(shape) > 1 else 1
+
+    @property
+    def input_torch_dtype(self) -> torch.dtype:
+        """The dtype of a batch: int64 for token ids, else the scenario's dtype."""
+        import torch
+
+        return torch.int64 if self.input_dtype == "int64" else self.torch_dtype
 
     @property
     def classes(self) -> int:
@@ -122,7 +145,7 @@ class Scenario:
     # -- checks --------------------------------------------------------------------
     def validate(self) -> None:
         """Every field typed and in range, so bad values fail here, in one line, not deep inside."""
-        for name in ("method", "dtype", "device", "setting"):
+        for name in ("method", "dtype", "device", "setting", "input_dtype"):
             checks.text(getattr(self, name), name)
         for name in ("impl", "model", "dataset", "optimizer", "train_from"):
             if getattr(self, name) is not None:
@@ -145,12 +168,31 @@ class Scenario:
         if self.device not in DEVICES:
             raise suggest(self.device, DEVICES, "device")
         if self.input_size is not None:
-            if len(self.input_size) != 3 or any(isinstance(d, bool) or not isinstance(d, int)
-                                                or d < 1 for d in self.input_size):
-                raise CostclError(f"input size must be three positive integers C,H,W, "
-                                  f"got {self.input_size!r}")
+            if not 1 <= len(self.input_size) <= MAX_INPUT_RANK or any(
+                    isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.input_size):
+                raise CostclError(f"input size must be {_SIZES_WORDS}, got {self.input_size!r}")
+        self._validate_input_dtype()
         if self.trainable is not None and not all(isinstance(n, str) for n in self.trainable):
             raise CostclError("trainable must be parameter names (strings)")
+
+
+    def _validate_input_dtype(self) -> None:
+        """Token ids need their range (the runner draws them), and a range without token ids
+        is a mistake to say, not a value to ignore."""
+        if self.input_dtype not in INPUT_DTYPES:
+            raise suggest(self.input_dtype, INPUT_DTYPES, "input dtype")
+        if self.vocab is not None:
+            checks.count(self.vocab, "vocab", minimum=1)
+        if self.input_dtype == "int64" and self.vocab is None:
+            raise CostclError("--input-dtype int64 needs --vocab N: token ids are drawn in "
+                              "[0, N); e.g. --vocab 30522")
+        if self.input_dtype != "int64" and self.vocab is not None:
+            raise CostclError(f"--vocab {self.vocab} applies to token ids only; add "
+                              "--input-dtype int64 or drop --vocab")
+
+
+_SIZES_WORDS = (f"1 to {MAX_INPUT_RANK} positive integers (e.g. C,H,W; C,L for audio; "
+                "L for tokens)")
 
 
 def _flag(name: str) -> str:
@@ -160,16 +202,18 @@ def _flag(name: str) -> str:
 FIELDS = {f.name for f in dataclasses.fields(Scenario)}
 
 
-def parse_input_size(text: str) -> tuple[int, int, int]:
-    """'3,32,32' -> (3, 32, 32), or a one-line error."""
+def parse_input_size(text: str) -> tuple[int, ...]:
+    """'3,32,32' -> (3, 32, 32), '1,16000' -> (1, 16000), '784' -> (784,), or a one-line
+    error: 1 to 4 positive sizes."""
     parts = [p.strip() for p in text.replace("x", ",").split(",")]
     try:
         dims = tuple(int(p) for p in parts)
     except ValueError:
         dims = ()
-    if len(dims) != 3 or any(d < 1 for d in dims):
-        raise CostclError(f"malformed --input-size {text!r}; write C,H,W, e.g. 3,32,32")
-    return dims  # type: ignore[return-value]
+    if not 1 <= len(dims) <= MAX_INPUT_RANK or any(d < 1 for d in dims):
+        raise CostclError(f"malformed --input-size {text!r}; write 1 to {MAX_INPUT_RANK} "
+                          "positive sizes, e.g. 3,32,32 (C,H,W), 1,16000 (C,L) or 784")
+    return dims
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -203,8 +247,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise suggest(unknown[0], sorted(FIELDS), f"key in {p.name}:")
     try:
-        if isinstance(scenario.get("input_size"), str):
-            scenario["input_size"] = parse_input_size(scenario["input_size"])
+        size = scenario.get("input_size")
+        if isinstance(size, str):
+            scenario["input_size"] = parse_input_size(size)
+        elif isinstance(size, int) and not isinstance(size, bool):  # input_size = 784
+            scenario["input_size"] = (size,)
         Scenario(**scenario)  # each value typed and in range, named with the file
     except CostclError as e:
         raise CostclError(f"config file {str(p)!r}: {e}") from None
