@@ -49,7 +49,7 @@ def sample_exemplars(buffer: Mapping[str, torch.Tensor], n: int,
     idx = torch.randint(0, max(size, 1), (n,), device=device)
     out = {k: v[idx] for k, v in buffer.items()}
     images = out.get("x")
-    if images is not None and images.dtype != dtype:
+    if images is not None and images.dtype not in (dtype, torch.int64):  # token ids stay ids
         out["x"] = images.to(dtype) / 255.0 if images.dtype == torch.uint8 else images.to(dtype)
     return out
 
@@ -207,7 +207,7 @@ def _structure_key(s: Any, method: Any, part: str) -> tuple:
     freeze point and buffer size do not (they are evaluated, not traced)."""
     return (s.model, s.input_shape, s.classes, s.dtype, s.method, method.impl, part, s.tasks,
             tuple(sorted((k, repr(v)) for k, v in s.options.items())),
-            round(float(s.sparsity or 0), 6), s.setting)
+            round(float(s.sparsity or 0), 6), s.setting, s.input_dtype, s.vocab)
 
 
 def tasks_seen(s: Any, variant: str) -> int:
@@ -337,7 +337,8 @@ def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
         stored = method.stored(sized, net, variant)
         with torch.device("meta"):
             tensors = {st.name: torch.empty(st.shape, dtype=st.dtype) for st in stored}
-            x = torch.empty((batch, *s.input_shape), dtype=dtype)
+            x = (torch.zeros((batch, *s.input_shape), dtype=torch.long)  # token ids
+                 if s.input_dtype == "int64" else torch.empty((batch, *s.input_shape), dtype=dtype))
             y = torch.zeros(batch, dtype=torch.long)
             inputs = {name: torch.empty((batch, *shape), dtype=dt)
                       for name, (shape, dt) in method.batch_inputs(s, variant).items()}
