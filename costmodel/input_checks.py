@@ -13,7 +13,8 @@ from costmodel.trace.records import StepTrace
 
 
 def undersized_convolutions(trace: StepTrace, network: nn.Module) -> list[tuple[str, tuple, tuple]]:
-    """(layer, input H x W, kernel) of each convolution whose input is smaller than its kernel."""
+    """(layer, input spatial size, kernel) of each convolution (1-D, 2-D or 3-D) whose input
+    is smaller than its kernel: the sizes after batch and channels, whatever the rank."""
     out = []
     for name, (shape_in, _) in trace.module_shapes.items():
         try:

@@ -13,7 +13,9 @@ Sources (never downloaded):
 * arrays given in Python (tests, notebooks): :func:`from_arrays`.
 
 Images are kept as uint8 (N, C, H, W) on the CPU and turned into normalised
-floats batch by batch on the device.  Labels are remapped so that task ``t``
+floats batch by batch on the device; synthetic inputs of other ranks (C,L audio,
+a flat vector) are uint8 the same way, and token ids (``--input-dtype int64``)
+are int64 ids in [0, vocab), passed to the model as they are.  Labels are remapped so that task ``t``
 holds labels ``[t*k, (t+1)*k)`` in the class order.
 """
 from __future__ import annotations
@@ -66,9 +68,14 @@ class TaskData:
         return mask.nonzero().flatten()
 
     def normalize(self, images: torch.Tensor, device: str, dtype: torch.dtype) -> torch.Tensor:
+        """uint8 samples of any rank to normalised floats (per channel: the batch's second
+        axis); int64 token ids go to the device unchanged, since an embedding indexes with them."""
+        if images.dtype == torch.int64:
+            return images.to(device)
         x = images.to(device=device, dtype=dtype) / 255.0
-        mean = torch.tensor(self.mean, device=device, dtype=dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=device, dtype=dtype).view(1, -1, 1, 1)
+        per_channel = (1, -1, *([1] * (images.dim() - 2)))
+        mean = torch.tensor(self.mean, device=device, dtype=dtype).view(per_channel)
+        std = torch.tensor(self.std, device=device, dtype=dtype).view(per_channel)
         return (x - mean) / std
 
     def batches(self, split: Split, indices: torch.Tensor, batch_size: int, device: str,
@@ -150,13 +157,16 @@ def from_arrays(s: Scenario, train_x: torch.Tensor, train_y: torch.Tensor, test_
 
 
 class _Synthetic:
-    """Image ``i`` is drawn from a generator seeded with ``i``: nothing held in memory."""
+    """Sample ``i`` is drawn from a generator seeded with ``i``: nothing held in memory.
+    uint8 pixels (``vocab`` None) or int64 token ids in [0, vocab)."""
 
-    def __init__(self, shape: tuple[int, ...], offset: int) -> None:
-        self.shape, self.offset = shape, offset
+    def __init__(self, shape: tuple[int, ...], offset: int, vocab: int | None = None) -> None:
+        self.shape, self.offset, self.vocab = shape, offset, vocab
 
     def __getitem__(self, i: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.offset + int(i))
+        if self.vocab is not None:
+            return torch.randint(0, self.vocab, self.shape, generator=g, dtype=torch.int64)
         return torch.randint(0, 256, self.shape, generator=g, dtype=torch.uint8)
 
 
@@ -164,13 +174,14 @@ def synthetic(s: Scenario, per_class: int | None = None, seed: int = 0) -> TaskD
     n_train = per_class * s.classes if per_class else s.data.train_images
     n_test = max(s.classes, n_train // 5)
     g = torch.Generator().manual_seed(seed)
+    vocab = s.vocab if s.input_dtype == "int64" else None
     train = Split(None, torch.randint(0, s.classes, (n_train,), generator=g),
-                  _Synthetic(tuple(s.input_shape), seed * 10_000_019))
+                  _Synthetic(tuple(s.input_shape), seed * 10_000_019, vocab))
     test = Split(None, torch.randint(0, s.classes, (n_test,), generator=g),
-                 _Synthetic(tuple(s.input_shape), seed * 10_000_019 + n_train))
+                 _Synthetic(tuple(s.input_shape), seed * 10_000_019 + n_train, vocab))
     train.labels[: s.classes] = torch.arange(s.classes)  # every class present
     test.labels[: s.classes] = torch.arange(s.classes)
-    return _finish(s, train, test, (0.5,) * s.input_shape[0], (0.29,) * s.input_shape[0], None)
+    return _finish(s, train, test, (0.5,) * s.in_channels, (0.29,) * s.in_channels, None)
 
 
 _CIFAR_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615)),
@@ -307,6 +318,10 @@ def load(s: Scenario, data_root: str, seed: int | None = CLASS_ORDER_SEED) -> Ta
             raise CostclError(f"malformed --data-root {data_root!r}; write synthetic or synthetic:N "
                               "(N images per class)")
         return synthetic(s, per_class=int(n) if n else None)
+    if s.input_dtype == "int64" or len(s.input_shape) != 3:
+        what = "token ids" if s.input_dtype == "int64" else f"a {len(s.input_shape)}-size input"
+        raise CostclError(f"--data-root {data_root!r}: folders hold images (C,H,W), not {what}; "
+                          "train on --data-root synthetic")
     root = Path(data_root).expanduser()
     if not root.exists():
         raise CostclError(f"data folder {str(root)!r} does not exist; give --data-root PATH "

@@ -94,7 +94,7 @@ def build_network(s: Scenario, method: Method, tasks_seen: int, device: str) -> 
     dtype = s.torch_dtype
 
     def build() -> nn.Module:
-        return build_model(s.model, s.classes, s.input_shape[0], device, dtype)
+        return build_model(s.model, s.classes, s.in_channels, device, dtype)
 
     with torch.device(device):
         return method.network(s, build, tasks_seen)
@@ -117,13 +117,13 @@ def build_runner(s: Scenario, device: str = "cpu", variant: str = "main", seed: 
         p.requires_grad_(name in trainable)
     net.train()
     stored = method.stored(s, net, variant)
-    tensors = {st.name: random_tensor(st, s.classes, device, gen) for st in stored}
+    tensors = {st.name: random_tensor(st, _id_range(s, st), device, gen) for st in stored}
     buffer, state = engine.split_state(stored, tensors)
     extra = list(tensors.values())
     for _ in range(method.teachers(s, variant)):
         with torch.device(device):  # deepcopy fails on fake tensors: build it, as the engine does
             teacher = method.teacher_network(
-                s, lambda: build_model(s.model, s.classes, s.input_shape[0], device, s.torch_dtype),
+                s, lambda: build_model(s.model, s.classes, s.in_channels, device, s.torch_dtype),
                 seen)
         teacher.requires_grad_(False).eval()
         state["teacher"] = teacher
@@ -135,12 +135,30 @@ def build_runner(s: Scenario, device: str = "cpu", variant: str = "main", seed: 
     ctx = TrainContext(net, seen - 1, state, buffer, s.torch_dtype, s.tasks, s.classes, variant,
                        s.options, replay, observer, inputs)
     prepare(method, ctx, net, s, trainable)
-    x = torch.rand((s.batch_size, *s.input_shape), generator=gen, device=device, dtype=s.torch_dtype)
+    x = input_batch(s, s.batch_size, device, gen)
     k = s.classes // s.tasks  # labels from the current task's classes
     y = torch.randint((seen - 1) * k, seen * k, (s.batch_size,), generator=gen, device=device)
     opt = build_optimizer(s.optimizer, net.parameters())
     ctx._zero_grad = opt.zero_grad
     return StepRunner(s, method, net, opt, ctx, x, y, trainable, extra)
+
+
+def input_batch(s: Scenario, n: int, device: str,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """``n`` random samples of the scenario's input: token ids in [0, vocab) (an embedding
+    indexes with them, so they must be in range), else floats in [0, 1)."""
+    shape = (n, *s.input_shape)
+    if s.input_dtype == "int64":
+        return torch.randint(0, s.vocab, shape, generator=generator, device=device)
+    return torch.rand(shape, generator=generator, device=device, dtype=s.torch_dtype)
+
+
+def _id_range(s: Scenario, st: Stored) -> int:
+    """Upper bound of a stored integer tensor's values: stored token ids index the
+    embedding (vocab), other integers are labels (classes)."""
+    if s.input_dtype == "int64" and st.name == "buffer.images":
+        return s.vocab or s.classes
+    return s.classes
 
 
 def describe(runner: StepRunner) -> dict[str, Any]:
