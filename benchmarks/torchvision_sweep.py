@@ -1,0 +1,131 @@
+"""Every torchvision classification model, costed and checked against FlopCounterMode.
+
+For each name in ``torchvision.models.list_models(module=torchvision.models)``:
+cost one plain SGD step at batch 2 (3x224x224, or the model's minimum size when
+larger) with costcl, and count the same step's forward and backward FLOPs with
+FlopCounterMode on meta tensors (:func:`lightcl.validate.measure_flops`).  Says
+whether the model built on meta or needed a fallback route
+(:data:`costmodel.models.registry.ROUTES`).  Why: "any torchvision model" is a
+claim; this checks it model by model, and says where the count differs.
+
+Run: python benchmarks/torchvision_sweep.py [--models a,b,c] [--json OUT]
+(all 80 on 2 CPU cores: several minutes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torchvision  # noqa: E402
+
+from costmodel import Scenario  # noqa: E402
+from costmodel.errors import CostclError  # noqa: E402
+from costmodel.estimation import estimate  # noqa: E402
+from costmodel.models.registry import build_route  # noqa: E402
+from lightcl.validate import measure_flops  # noqa: E402
+
+BATCH = 2
+SIZE = 224
+CLASSES = 10
+
+
+@dataclass
+class Row:
+    model: str
+    input_size: int
+    route: str | None
+    costcl_flops: int | None
+    counter_flops: int | None
+    seconds: float
+    error: str | None = None
+
+    @property
+    def equal(self) -> bool:
+        return self.error is None and self.costcl_flops == self.counter_flops
+
+
+def input_side(name: str) -> int:
+    """224, or the model's minimum side when larger: the smallest ``min_size`` of its
+    weights (a ViT's SWAG weights say 384, its ImageNet-1k ones 224)."""
+    weights = torchvision.models.get_model_weights(name)
+    sides = [max(w.meta.get("min_size", (0, 0))) for w in weights]
+    return max(SIZE, min(sides, default=0))
+
+
+def scenario(name: str, side: int) -> Scenario:
+    return Scenario(model=f"torchvision:{name}", method="sgd", optimizer="sgd",
+                    input_size=(3, side, side), num_classes=CLASSES, batch_size=BATCH)
+
+
+def run_one(name: str) -> Row:
+    """costcl's step FLOPs and FlopCounterMode's; an error is kept in the row, not raised."""
+    side = input_side(name)
+    t = time.perf_counter()
+    try:
+        e = estimate(scenario(name, side))
+        ours = e.step.forward_flops + e.step.backward_flops
+        counted = measure_flops(e.scenario)
+        theirs = counted["forward_flops"] + counted["backward_flops"]
+    except (CostclError, Exception) as err:  # noqa: BLE001 - report every failure, go on
+        line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return Row(name, side, build_route(f"torchvision:{name}"), None, None,
+                   time.perf_counter() - t, f"{type(err).__name__}: {line}")
+    return Row(name, side, build_route(f"torchvision:{name}"), ours, theirs,
+               time.perf_counter() - t)
+
+
+def _fmt(v: int | None) -> str:
+    return "-" if v is None else f"{v:.4e}"
+
+
+def print_row(r: Row) -> None:
+    diff = ""
+    if r.error is None and not r.equal:
+        diff = f" ({100 * (r.costcl_flops - r.counter_flops) / r.counter_flops:+.3f}%)"
+    status = r.error or ("yes" if r.equal else "NO" + diff)
+    print(f"{r.model:24} {r.input_size:>4} {str(r.route):>11} {_fmt(r.costcl_flops):>11} "
+          f"{_fmt(r.counter_flops):>11} {r.seconds:>6.1f}s  {status}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", help="comma-separated subset of torchvision names")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the rows as JSON")
+    args = p.parse_args(argv)
+    names = torchvision.models.list_models(module=torchvision.models)
+    print(f"{len(names)} torchvision classification models (torchvision {torchvision.__version__})")
+    if args.models:
+        wanted = args.models.split(",")
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            p.error(f"not torchvision classification models: {', '.join(unknown)}")
+        names = wanted
+    warnings.filterwarnings("ignore", category=UserWarning)
+    print(f"{'model':24} {'side':>4} {'built':>11} {'costcl':>11} {'FlopCounter':>11} "
+          f"{'time':>7}  equal?")
+    rows = []
+    for name in names:
+        rows.append(run_one(name))
+        print_row(rows[-1])
+    ok = sum(r.error is None for r in rows)
+    equal = sum(r.equal for r in rows)
+    fallback = sum(r.route not in (None, "meta") for r in rows)
+    print(f"{ok} of {len(rows)} cost without error; {equal} of {len(rows)} FLOPs equal; "
+          f"{fallback} built with a fallback route")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"torchvision": torchvision.__version__, "batch": BATCH,
+                       "rows": [asdict(r) | {"equal": r.equal} for r in rows],
+                       "summary": {"models": len(rows), "ok": ok, "equal": equal}}, f, indent=1)
+    return 0 if ok == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
