@@ -164,3 +164,11 @@ def test_synthetic_training_data_of_any_rank():
         assert batch.dtype == torch.float32 and batch.shape == (4, *size)
     with pytest.raises(CostclError, match="folders hold images"):
         data.load(Scenario(input_size=(784,), num_classes=10), "/nonexistent")
+
+
+def test_train_runs_on_synthetic_token_ids(costcl, nets, tmp_path):
+    r = costcl("train", "--method", "er", "--impl", "costcl", "--model", f"{nets}:text", *TEXT,
+               "--num-classes", "4", "--tasks", "2", "--epochs", "1", "--batch-size", "4",
+               "--data-root", "synthetic:4", "--out", str(tmp_path / "run"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["tasks"]) == 2
