@@ -10,6 +10,7 @@ specialized) is read from the model (:func:`costmodel.models.staged.split`).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 from costmodel import checks
@@ -52,9 +53,9 @@ def backbone(model: str, in_channels: int = 3) -> Backbone:
 
 
 def exemplar_bytes(input_shape: tuple[int, ...]) -> int:
-    """One stored image as uint8."""
-    c, h, w = input_shape
-    return c * h * w
+    """One stored sample as uint8 (MEMO's counting of an image: C x H x W bytes; any other
+    input: one byte per value)."""
+    return math.prod(input_shape)
 
 
 @dataclass(frozen=True)

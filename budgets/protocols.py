@@ -92,6 +92,9 @@ def task_count(classes: int, init: int, increment: int) -> int:
 
 
 def _family(input_shape: tuple[int, ...]) -> str:
+    if len(input_shape) != 3:
+        raise CostclError(f"MEMO's protocols compare image backbones; a {len(input_shape)}-number "
+                          "--input-size has none: use --budget-mib or --flops-budget")
     return "cifar" if input_shape[1] <= 32 else "imagenet"
 
 

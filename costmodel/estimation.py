@@ -381,6 +381,10 @@ def _paper_estimate(s: Scenario, method: Method, main: engine.StepModel,
     """The table's accounting: every task trains ``images x epochs`` samples (plus the
     replayed ones, ``samples / batch``), 3 forward passes each, times the method's factor."""
     terms = method.paper_terms(s)
+    if len(s.input_shape) != 3:
+        raise CostclError(f"--convention paper counts activations per 32x32 image pixel, as the "
+                          f"LightCL table does; a {len(s.input_shape)}-number --input-size has no "
+                          "image: use --convention runtime")
     if method.grows:  # the table's a and F are one model's, whatever the method builds around it
         base = methods.resolve(s.replace(method="sgd", options={}, setting="class-il"))
         sm = engine.step_model(base, methods.get("sgd"))
