@@ -172,3 +172,20 @@ def test_train_runs_on_synthetic_token_ids(costcl, nets, tmp_path):
                "--data-root", "synthetic:4", "--out", str(tmp_path / "run"), "--json")
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["tasks"]) == 2
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["estimate", "--convention", "paper"], "a 1-number --input-size has no image: use "
+                                            "--convention runtime"),
+    (["budget", "--protocol", "fair"], "has no stages to split"),
+])
+def test_image_only_accounting_refuses_other_inputs_in_one_line(costcl, nets, argv, fragment):
+    r = costcl(*argv, "--model", f"{nets}:mlp", "--input-size", "784", "--num-classes", "10")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
+
+
+def test_a_memory_budget_counts_one_byte_per_stored_value(costcl, nets):
+    r = costcl("budget", "--budget-mib", "64", "--methods", "er", "--model", f"{nets}:mlp",
+               "--input-size", "784", "--num-classes", "10", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["exemplar_bytes"] == 784
