@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from costmodel import checks
 from costmodel.errors import CostclError, suggest
+from costmodel.files import read_toml
 from costmodel.scenario import DEVICES, FIELDS, build, load_toml, parse_input_size
 from reports.sweep_results import point_label
 
@@ -136,14 +136,7 @@ class Sweep:
 def load(path: str | Path) -> Sweep:
     """Read and check a sweep file; every mistake is one line naming it."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise CostclError(f"sweep file {str(p)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise CostclError(f"sweep file {str(p)!r} is not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CostclError(f"cannot read sweep file {str(p)!r}: {e}") from None
+    data = read_toml(p, "sweep file")
     for key in data:
         if key not in TOP_KEYS:
             raise suggest(key, TOP_KEYS, f"table in {p.name}:")

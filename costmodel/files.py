@@ -75,3 +75,19 @@ def check_can_create(path: Path, flag: str, fix: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise CostclError(f"{flag} {str(path)!r}: {str(existing)!r} is not writable "
                           f"(permission denied); {fix}")
+
+
+def read_toml(path: str | os.PathLike[str], what: str) -> dict:
+    """A TOML file's tables; a missing, unreadable or malformed file is one line naming
+    ``what`` it is ('config file', 'sweep file') and where."""
+    import tomllib
+
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise CostclError(f"{what} {str(p)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CostclError(f"{what} {str(p)!r} is not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CostclError(f"cannot read {what} {str(p)!r}: {e}") from None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from costmodel import checks
 from costmodel.datasets import DatasetSpec, dataset
+from costmodel.files import read_toml
 from costmodel.errors import CostclError, suggest
 
 if TYPE_CHECKING:
@@ -232,14 +233,7 @@ def parse_option(text: str) -> tuple[str, Any]:
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a scenario file; unknown keys and parse errors are one-line errors."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise CostclError(f"config file {str(p)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise CostclError(f"config file {str(p)!r} is not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CostclError(f"cannot read config file {str(p)!r}: {e}") from None
+    data = read_toml(p, "config file")
     scenario = data.get("scenario", data)
     if not isinstance(scenario, dict):
         raise CostclError(f"config file {str(p)!r}: [scenario] must be a table of key = value lines")
