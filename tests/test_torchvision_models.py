@@ -73,3 +73,12 @@ def test_a_model_failing_on_the_cpu_too_is_one_line(factories):
         build_model(f"{factories}:broken", 10)
     assert str(info.value) == (f"model factory '{factories}:broken' raised RuntimeError: "
                                "no such layer")
+
+
+def test_a_model_asserting_on_its_input_names_the_model_not_the_method(costcl):
+    r = costcl("estimate", "--model", "torchvision:vit_b_16", "--input-size", "3,384,384",
+               "--batch-size", "2", "--no-cache")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert ("model 'torchvision:vit_b_16' on a 3x384x384 input fails in layer <model> "
+            "(VisionTransformer) at batch 2: AssertionError: Wrong image height!") in lines[0]

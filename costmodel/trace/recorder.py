@@ -307,7 +307,8 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, unpack), rec:
             kept = setup.run()
-    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError) as e:
+    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError,
+            AssertionError) as e:  # a model asserting on its input fails in a layer too
         if not module_stack or isinstance(e, CostclError):
             raise  # outside the model: the method's own code, not the user's model
         layer = module_stack[-1]
