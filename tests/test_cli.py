@@ -40,7 +40,7 @@ BAD = [
     (["estimate", "--model", "resnet19"], "unknown model 'resnet19'; did you mean resnet18"),
     (["estimate", "--dataset", "cifar1000"], "unknown dataset 'cifar1000'; did you mean"),
     (["estimate", "--optimizer", "adamx"], "unknown optimizer 'adamx'; did you mean adam"),
-    (["estimate", "--input-size", "3x32"], "malformed --input-size '3x32'; write C,H,W"),
+    (["estimate", "--input-size", "3x32x32x2x1"], "malformed --input-size '3x32x32x2x1'; write 1 to 4"),
     (["estimate", "--batch-size", "0"], "batch-size must be a whole number >= 1"),
     (["estimate", "--train-from", "layer9"], "names no module of CifarResNet18; valid names include: conv1"),
     (["estimate", "--bogus"], "No such option: --bogus"),
