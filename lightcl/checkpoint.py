@@ -34,7 +34,7 @@ import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,6 +43,7 @@ import torch
 
 from costmodel.errors import CostclError
 from costmodel.files import atomic_write_all, check_can_create
+from costmodel.scenario import Scenario
 
 FORMAT_KEY = "costcl_checkpoint"
 FORMAT_VERSION = 1
@@ -159,6 +160,10 @@ def restore_rng(state: Mapping[str, Any], shuffle: torch.Generator, device: str)
 
 
 # -- the run ------------------------------------------------------------------------
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(Scenario) if f.default is not MISSING}
+"""Scenario fields at their defaults: what a checkpoint written before a field existed meant."""
+
+
 @dataclass
 class RunCheckpoint:
     """What the trainer needs to continue a run exactly where its last finished task left it."""
@@ -194,6 +199,8 @@ class RunCheckpoint:
         (name, checkpoint's value, this run's value), or None."""
         saved, now = plain(self.scenario), plain(dict(scenario))
         for key in now:
+            if key not in saved and now[key] == _FIELD_DEFAULTS.get(key, ...):
+                continue  # a field added since the checkpoint was written, at its default
             if key not in SCENARIO_IGNORED and saved.get(key) != now[key]:
                 return key.replace("_", "-"), saved.get(key), now[key]
         if self.seed != seed:

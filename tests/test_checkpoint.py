@@ -360,3 +360,15 @@ def test_the_format_round_trips_and_notices_any_change():
         ckpt.verify(loaded, "x", "fix")
     with pytest.raises(TypeError, match="weights_only load cannot read"):
         ckpt.plain({"teacher": torch.nn.Linear(1, 1)})
+
+
+def test_a_field_added_since_the_checkpoint_counts_at_its_default():
+    """A checkpoint written before input_dtype and vocab existed resumes a run that leaves
+    them at their defaults, and refuses one that sets them."""
+    old = ckpt.RunCheckpoint(scenario={"method": "er", "batch_size": 4}, seed=0, data={},
+                             next_task=1, model={}, state={}, memory={}, results=[], rng={})
+    now = {"method": "er", "batch_size": 4, "input_dtype": "float", "vocab": None}
+    assert old.first_difference(now, 0, {}) is None
+    assert old.first_difference({**now, "input_dtype": "int64", "vocab": 100}, 0, {}) == \
+        ("input-dtype", None, "int64")
+    assert old.first_difference({**now, "batch_size": 8}, 0, {}) == ("batch-size", 4, 8)
