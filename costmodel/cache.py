@@ -187,13 +187,7 @@ def model_source(name: str) -> str | None:
     if ":" not in name or name.startswith("torchvision:"):
         return "costcl"
     module = name.partition(":")[0]
-    try:
-        import importlib.util
-        spec = importlib.util.find_spec(module)  # imports the parent package, if dotted
-    except Exception:  # noqa: BLE001 - a user's package can raise anything: not cacheable
-        return None
-    origin = getattr(spec, "origin", None)
-    found = file_digest(origin) if origin and origin.endswith(".py") else None
+    found = _module_digest(module)
     return f"{module}:{found}" if found else None
 
 
@@ -202,12 +196,22 @@ def method_source(name: str) -> str | None:
     a plugin's module file, by content (:mod:`costmodel.plugins`); ``None``: not found."""
     from costmodel import plugins
 
-    name = name.partition("@")[0]  # NAME@IMPL
-    if plugins.target(name) is None:
+    target = plugins.target(name.partition("@")[0])  # NAME@IMPL
+    if target is None:
         return "costcl"
-    found = plugins.module_file(name)
-    digest_ = file_digest(found) if found else None
-    return f"{plugins.target(name)}:{digest_}" if digest_ else None
+    found = _module_digest(target.partition(":")[0])
+    return f"{target}:{found}" if found else None
+
+
+def _module_digest(module: str) -> str | None:
+    """SHA-256 of a module's source file, found without importing it; ``None``: not found."""
+    try:
+        import importlib.util
+        spec = importlib.util.find_spec(module)  # imports the parent package, if dotted
+    except Exception:  # noqa: BLE001 - a user's package can raise anything: not cacheable
+        return None
+    origin = getattr(spec, "origin", None)
+    return file_digest(origin) if origin and origin.endswith(".py") else None
 
 
 def scenario_source(model: str, *methods: str) -> str | None:

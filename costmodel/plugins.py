@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
@@ -97,20 +96,6 @@ def load(name: str) -> type:
                               "check the class name after the colon")
         obj = getattr(obj, part)
     return obj  # type: ignore[return-value]
-
-
-def module_file(name: str) -> str | None:
-    """The source file of a plugin's module, found without importing it (``None``: not found)."""
-    path = target(name)
-    if path is None:
-        return None
-    module_name = path.partition(":")[0]
-    try:
-        spec = importlib.util.find_spec(module_name)  # imports the parent package, if dotted
-    except Exception:  # noqa: BLE001 - a user's package can raise anything
-        return None
-    origin = getattr(spec, "origin", None)
-    return origin if origin and origin.endswith(".py") else None
 
 
 def _first_line(e: BaseException) -> str:
