@@ -53,14 +53,19 @@ class StepRunner:
     """Stored state and teachers' tensors, for trackers to register."""
 
     def step(self) -> torch.Tensor:
-        if not self.method.codebase.loop_holds_kept:  # the trainer's context is fresh each step
-            self.context.keep = {}
-        if not self.method.zeroes_grad_in_step:
-            self.optimizer.zero_grad(set_to_none=True)
+        self.begin_step()
         with anomaly(self.method, self.context.variant):
             loss = self.method.step(self.context, self.x, self.y)
         self.optimizer.step()
         return loss
+
+    def begin_step(self) -> None:
+        """What the loop does before a step: a fresh ``ctx.keep`` where the trainer's context
+        is new each step, and ``zero_grad`` unless the method's code calls it itself."""
+        if not self.method.codebase.loop_holds_kept:
+            self.context.keep = {}
+        if not self.method.zeroes_grad_in_step:
+            self.optimizer.zero_grad(set_to_none=True)
 
 
 @contextlib.contextmanager

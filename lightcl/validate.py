@@ -116,11 +116,8 @@ def measure_cpu_peak(s: Scenario, fake: bool = False) -> dict[str, Any]:
         hooks = _register(tracker, r)
         with tracker.mode:
             for _ in range(2):
-                if not r.method.codebase.loop_holds_kept:
-                    r.context.keep = {}
                 tracker.phase = "forward"
-                if not r.method.zeroes_grad_in_step:
-                    r.optimizer.zero_grad(set_to_none=True)
+                r.begin_step()
                 with anomaly(r.method, r.context.variant) if not fake else contextlib.nullcontext():
                     r.method.step(r.context, r.x, r.y)
                 tracker.phase = "optimizer"

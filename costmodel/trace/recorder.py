@@ -383,7 +383,7 @@ def check_sizes(trace: StepTrace, raw: RawTrace, b: int, r: int, label: str) -> 
     if [o.name for o in raw.ops] != [o.name for o in trace.ops] or \
             len(raw.storages) != len(trace.storages):
         raise NotAffine(f"its step runs other ops at batch {b} than at batch {b - 2}")
-    for k, (got, want) in enumerate(zip(raw.storages, trace.storages)):
+    for got, want in zip(raw.storages, trace.storages):
         if got.nbytes != at(want.nbytes, b, r):
             op = trace.ops[want.producer].name if 0 <= want.producer < len(trace.ops) else "?"
             raise NotAffine(f"a tensor made by {op} holds {got.nbytes:,} bytes at batch "
