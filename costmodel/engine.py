@@ -337,8 +337,7 @@ def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
         stored = method.stored(sized, net, variant)
         with torch.device("meta"):
             tensors = {st.name: torch.empty(st.shape, dtype=st.dtype) for st in stored}
-            x = (torch.zeros((batch, *s.input_shape), dtype=torch.long)  # token ids
-                 if s.input_dtype == "int64" else torch.empty((batch, *s.input_shape), dtype=dtype))
+            x = torch.empty((batch, *s.input_shape), dtype=s.input_torch_dtype)  # or token ids
             y = torch.zeros(batch, dtype=torch.long)
             inputs = {name: torch.empty((batch, *shape), dtype=dt)
                       for name, (shape, dt) in method.batch_inputs(s, variant).items()}

@@ -357,10 +357,7 @@ def exemplars(s: Scenario, n: int, float_images: bool, note: str) -> list[Stored
     are counted wherever they live: on a Jetson CPU and GPU share one memory.
     Token ids stay int64 ids either way (there is no uint8 form of a vocabulary).
     """
-    if s.input_dtype == "int64":
-        dtype = torch.int64
-    else:
-        dtype = s.torch_dtype if float_images else torch.uint8
+    dtype = s.input_torch_dtype if float_images or s.input_dtype == "int64" else torch.uint8
     return [
         Stored("buffer.images", (n, *s.input_shape), dtype, "buffer", note),
         Stored("buffer.labels", (n,), torch.int64, "buffer", "class label of each exemplar"),
