@@ -40,7 +40,7 @@ from torch import nn
 from costmodel.methods.base import Option, Phase, StepContext, classes_per_task, known_classes
 from costmodel.methods.pycil import PyCILCode, PyCILMethod
 from costmodel.models.cifar_resnet import OptionABlock
-from costmodel.models.pycil import Block, _pooled, _stage, _Stem
+from costmodel.models.pycil import Block, ConvNet, _stage, _Stem
 from costmodel.models.staged import Stages, split
 from costmodel.scenario import Scenario
 
@@ -118,24 +118,17 @@ def _ucir_stage(stage: nn.Module, last_stage: bool) -> nn.Module:
     return _stage(stage)  # another backbone: its own stages (PyCIL builds cosine_resnet18 there)
 
 
-class UcirConvNet(nn.Module):
+class UcirConvNet(ConvNet):
     """``cosine_resnet32`` (ucir_cifar_resnet.py:94-158): ``{'fmaps', 'features'}``; the
-    stem output and every stage map stay referenced until the forward returns."""
+    stem output and every stage map stay referenced until the forward returns (PyCIL's
+    ConvNet's forward, over UCIR's blocks and without its unused ``fc``)."""
 
     def __init__(self, parts: Stages) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         self.stem = _Stem(parts)
         n = len(parts.stages)
         self.stages = nn.ModuleList(_ucir_stage(m, i == n - 1) for i, (_, m) in enumerate(parts.stages))
         self.out_dim = parts.feature_dim
-
-    def forward(self, x: torch.Tensor) -> dict:
-        x = self.stem(x)
-        fmaps, h = [], x
-        for stage in self.stages:
-            h = stage(h)
-            fmaps.append(h)
-        return {"fmaps": fmaps, "features": _pooled(h)}
 
 
 class CosineIncrementalNet(nn.Module):
