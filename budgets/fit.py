@@ -93,20 +93,34 @@ class FitResult:
     largest_buffer: int | None
     """None: the method keeps no buffer; -1: none fits at this batch."""
     methods: list[MethodFit] = field(default_factory=list)
+    time_budget_s: float | None = None
+    time_profile: str | None = None
+    """The device profile the times come from (with ``--time-budget``)."""
+    time: list[Any] = field(default_factory=list)
+    """:class:`~budgets.time_budget.TimeRow` of the scenario (at the batch that fits),
+    then of each of ``methods``."""
 
     def to_json(self) -> dict[str, Any]:
         u = self.device.usable_bytes
-        return {"device": vars(self.device) | {"usable_mib": self.device.usable_mib},
-                "usable_bytes": u, "scenario": self.scenario.to_json(),
-                "largest_batch": self.largest_batch, "peak_at_largest_bytes": self.peak_at_largest,
-                "peak_at_next_bytes": self.peak_at_next, "largest_buffer": self.largest_buffer,
-                "methods": [m.to_json(u) for m in self.methods]}
+        out = {"device": vars(self.device) | {"usable_mib": self.device.usable_mib},
+               "usable_bytes": u, "scenario": self.scenario.to_json(),
+               "largest_batch": self.largest_batch, "peak_at_largest_bytes": self.peak_at_largest,
+               "peak_at_next_bytes": self.peak_at_next, "largest_buffer": self.largest_buffer,
+               "methods": [m.to_json(u) for m in self.methods]}
+        if self.time_budget_s is not None:
+            out["time_budget_s"] = self.time_budget_s
+            out["time_profile"] = self.time_profile
+            out["time"] = [r.to_json() for r in self.time]
+        return out
 
 
 def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None,
-        progress: Callable[[str], None] | None = None) -> FitResult:
+        progress: Callable[[str], None] | None = None, time_budget_s: float | None = None,
+        time_profile: Any = None) -> FitResult:
     """The largest batch and buffer of ``s`` on ``profile``; which of ``others`` fit at all.
-    ``progress`` hears each method's name as its costing starts (each may trace for seconds)."""
+    ``progress`` hears each method's name as its costing starts (each may trace for seconds).
+    ``time_budget_s``: also the epochs a task that fit in that time, on ``time_profile``
+    (default: the device's datasheet speeds)."""
     tell = progress or (lambda name: None)
     tell(s.method)
     s = s.replace(device=profile.runs_on)
@@ -125,6 +139,15 @@ def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None,
         peak = other.peak(other.s.batch_size)
         result.methods.append(MethodFit(name, other.s.batch_size, other.s.buffer_size, peak,
                                         peak <= usable))
+    if time_budget_s is not None:
+        from budgets.time_budget import time_row
+        speeds = time_profile if time_profile is not None else profile.time_profile()
+        result.time_budget_s, result.time_profile = time_budget_s, speeds.name
+        fitted = pm.s if batch >= pm.s.batch_size else pm.s.replace(batch_size=max(batch, 1))
+        result.time.append(time_row(s.method, methods.resolve(fitted), speeds, time_budget_s))
+        for name in others or []:
+            other = methods.resolve(methods.named(s, name))
+            result.time.append(time_row(name, other, speeds, time_budget_s))
     return result
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from cli.app import AsJson, Format, _progress, app, console, emit, emit_json
-from cli.options import scenario_options
+from cli.options import DeviceProfileFile, TimeBudget, scenario_options, time_profile
 from costmodel.errors import CostclError
 
 
@@ -42,18 +42,37 @@ def budget(scenario,  # noqa: ANN001
            base_exemplars: Annotated[int, typer.Option(help="The benchmark buffer (MEMO: 2000).")] = 2000,
            budget_mib: Annotated[Optional[float], typer.Option(help="A total memory budget to share out.")] = None,
            flops_budget: Annotated[Optional[float], typer.Option(help="A total training-FLOPs budget.")] = None,
-           methods_: Annotated[str, typer.Option("--methods", help="Methods for --budget-mib / --flops-budget.")] = "der-expand,memo,icarl,er,lightcl",
+           time_budget: TimeBudget = None,
+           device_profile: DeviceProfileFile = None,
+           methods_: Annotated[str, typer.Option("--methods", help="Methods for --budget-mib / --flops-budget / --time-budget.")] = "der-expand,memo,icarl,er,lightcl",
            counting: Annotated[str, typer.Option("--convention", help="memo (model bytes) or runtime (whole peak) for --budget-mib.")] = "memo",
            as_json: AsJson = False, format: Format = "table") -> None:
-    """Equal budgets: MEMO's fair and auc protocols, any memory budget, or a FLOPs budget."""
+    """Equal budgets: MEMO's fair and auc protocols, any memory budget, a FLOPs or a time budget."""
     from reports import terminal_budgets as out
     from reports.formats import budget_rows
 
     s = scenario.replace(model=scenario.model or "resnet32-cifar",
                          dataset=scenario.dataset or "cifar100")
-    chosen = [x for x in (protocol, budget_mib, flops_budget) if x is not None]
+    chosen = [x for x in (protocol, budget_mib, flops_budget, time_budget) if x is not None]
     if len(chosen) != 1:
-        raise CostclError("give exactly one of --protocol fair|auc, --budget-mib X or --flops-budget X")
+        raise CostclError("give exactly one of --protocol fair|auc, --budget-mib X, --flops-budget X "
+                          "or --time-budget 2h")
+    if time_budget is not None:
+        from budgets.time_budget import parse_duration
+        from budgets.time_budget import time_budget as run_time
+        from costmodel.time_profile import for_device
+        from reports.compare import parse_methods
+        budget_s = parse_duration(time_budget)
+        speeds = time_profile(device_profile) or for_device(s.device)
+        names = parse_methods(methods_)
+        with _progress(len(names), "timing") as advance:
+            rows = run_time(budget_s, s, names, speeds, progress=advance)
+        d = {"time_budget_s": budget_s, "profile": speeds.name, "calibrated": speeds.calibrated,
+             "methods": [r.to_json() for r in rows]}
+        emit(format, as_json, d, lambda: [r.to_json() | {"time_budget_s": budget_s}
+                                          for r in rows],
+             lambda: out.time_budget_table(rows, budget_s, speeds.name, console))
+        return
     if protocol is not None:
         from budgets import protocols
         if protocol == "fair":
@@ -97,6 +116,7 @@ def fit(scenario,  # noqa: ANN001
         device: Annotated[Optional[str], typer.Option(help="A device profile (see `costcl devices`).")] = None,
         memory_mib: Annotated[Optional[float], typer.Option(help="Usable memory of any other device.")] = None,
         methods_: Annotated[Optional[str], typer.Option("--methods", help="Also: which of these methods fit at all.")] = None,
+        time_budget: TimeBudget = None, device_profile: DeviceProfileFile = None,
         as_json: AsJson = False, format: Format = "table") -> None:
     """The largest batch size and buffer that fit on a device, and which methods fit at all."""
     from budgets.devices import device as profile
@@ -106,8 +126,14 @@ def fit(scenario,  # noqa: ANN001
     from reports.terminal_budgets import fit_table
 
     others = parse_methods(methods_) if methods_ else []
+    budget_s = None
+    if time_budget is not None:
+        from budgets.time_budget import parse_duration
+        budget_s = parse_duration(time_budget)
+    speeds = time_profile(device_profile)
     with _progress(1 + len(others), "fitting") as advance:
-        result = run_fit(profile(device, memory_mib), scenario, others, progress=advance)
+        result = run_fit(profile(device, memory_mib), scenario, others, progress=advance,
+                         time_budget_s=budget_s, time_profile=speeds)
     d = result.to_json()
     emit(format, as_json, d, lambda: fit_rows(d), lambda: fit_table(result, console))
 
@@ -118,10 +144,13 @@ def devices() -> None:
     from budgets.devices import DEVICES
     from reports.listing import listing
 
-    listing(console, ("device", "total MiB", "OS MiB", "runtime MiB", "usable MiB", "runs on"),
+    listing(console, ("device", "total MiB", "OS MiB", "runtime MiB", "usable MiB", "runs on",
+                      "peak GFLOP/s", "GB/s"),
             [(d.name, f"{d.total_mib:,}", f"{d.os_reserve_mib:,}", f"{d.runtime_reserve_mib:,}",
-              f"{d.usable_mib:,}", d.runs_on) for d in DEVICES.values()])
+              f"{d.usable_mib:,}", d.runs_on, f"{d.peak_flops / 1e9:,.0f}",
+              f"{d.bandwidth_bytes_s / 1e9:,.1f}") for d in DEVICES.values()])
     for d in DEVICES.values():
         console.print(f"[bold]{d.name}[/bold]: {d.note}")
+        console.print(f"  speeds (uncalibrated): {d.time_profile().source}")
     console.print("[dim]reserves are costcl's documented estimates; --memory-mib X sets the usable "
                   "memory of any device[/dim]")

@@ -39,13 +39,26 @@ _PENDING: contextvars.ContextVar[tuple[list[str], str] | None] = contextvars.Con
 
 # -- the answer cache --------------------------------------------------------------
 
-def _config_path(argv: list[str]) -> str | None:
+def _config_path(argv: list[str], flag: str = "--config") -> str | None:
     for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
+        if arg == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--config="):
+        if arg.startswith(f"{flag}="):
             return arg.split("=", 1)[1]
     return None
+
+
+def _profiles_digest(argv: list[str]) -> tuple | None:
+    """The device profiles an estimate's time block may read: ``--device-profile FILE``
+    and the ones ``costcl calibrate`` wrote for this machine (``None``: unreadable)."""
+    from costmodel.time_profile import default_path
+
+    given = _config_path(argv, "--device-profile")
+    digest = cache.file_digest(given) if given is not None else None
+    if given is not None and digest is None:
+        return None
+    own = tuple(cache.file_digest(default_path(d)) for d in ("cpu", "cuda"))
+    return (digest, own)
 
 
 def answer_key(argv: list[str]) -> str | None:
@@ -63,9 +76,12 @@ def answer_key(argv: list[str]) -> str | None:
         cwd = os.getcwd()  # relative paths (--config, a factory on sys.path) mean other files
     except OSError:
         return None
+    profiles = _profiles_digest(argv)
+    if profiles is None:
+        return None
     terminal = (console.width, console.color_system, console.is_terminal, console.encoding,
                 console.no_color, console.legacy_windows, console.is_dumb_terminal)
-    return cache.digest("answer", argv, cwd, config_digest, terminal)
+    return cache.digest("answer", argv, cwd, config_digest, terminal, profiles)
 
 
 def _answer_versions() -> cache.Versions:

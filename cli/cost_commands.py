@@ -7,7 +7,7 @@ import typer
 
 from cli.app import (AsJson, Convention, FlopsConvention, Format, _progress, app, console, emit,
                      emit_json)
-from cli.options import scenario_options
+from cli.options import DeviceProfileFile, scenario_options, time_profile
 
 
 @app.command()
@@ -16,7 +16,8 @@ def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
              flops_convention: FlopsConvention = "torch",
              layers: Annotated[bool, typer.Option(help="Also print the per-layer table (CSV: one row per layer).")] = False,
              as_json: AsJson = False, format: Format = "table",
-             no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the trace and answer cache (also: COSTCL_NO_CACHE=1).")] = False) -> None:
+             no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the trace and answer cache (also: COSTCL_NO_CACHE=1).")] = False,
+             device_profile: DeviceProfileFile = None) -> None:
     """Predict the FLOPs and peak memory of one step and of the whole CL run."""
     import contextlib
     import io
@@ -28,9 +29,10 @@ def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
     from reports.formats import estimate_rows, layer_rows
     from reports.terminal import estimate_table
 
+    speeds = time_profile(device_profile)
     with cache.disabled(no_cache):
         e = run_estimate(scenario, convention=convention, flops_convention=flops_convention,
-                         layers=layers)
+                         layers=layers, profile=speeds)
         d = e.to_json()
         # Rendered to text first, then printed: the text is what a repeated command prints
         # from the answer cache, byte for byte (cli/cache_commands.py).
@@ -54,7 +56,8 @@ def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
 def compare(scenario,  # noqa: ANN001
             methods_: Annotated[str, typer.Option("--methods", help="Comma-separated methods; the first is the reference.")] = "sgd,er,derpp,lightcl",
             convention: Convention = "runtime", flops_convention: FlopsConvention = "torch",
-            as_json: AsJson = False, format: Format = "table") -> None:
+            as_json: AsJson = False, format: Format = "table",
+            device_profile: DeviceProfileFile = None) -> None:
     """One scenario, several methods: step and run FLOPs, peak memory and its breakdown."""
     from reports.compare import compare as run_compare
     from reports.compare import parse_methods
@@ -63,7 +66,8 @@ def compare(scenario,  # noqa: ANN001
 
     names = parse_methods(methods_)
     with _progress(len(names), "costing") as advance:
-        result = run_compare(scenario, names, convention, flops_convention, progress=advance)
+        result = run_compare(scenario, names, convention, flops_convention, progress=advance,
+                             profile=time_profile(device_profile))
     d = result.to_json()
     emit(format, as_json, d, lambda: compare_rows(d), lambda: compare_table(result, console))
 

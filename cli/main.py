@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from cli import cost_commands, budget_commands, train_commands, cache_commands, sweep_commands  # noqa: F401  (they register)
+from cli import cost_commands, budget_commands, train_commands, calibrate_commands, cache_commands, sweep_commands  # noqa: F401  (they register)
 from cli.app import CostclInterrupt, app
 from costmodel.errors import CostclError
 

@@ -79,3 +79,19 @@ def scenario_options(fn: Callable[..., Any] | None = None, *,
         return wrapper
 
     return decorate(fn) if fn is not None else decorate
+
+
+DeviceProfileFile = Annotated[Optional[Path], typer.Option(
+    "--device-profile", help="A device profile TOML (costcl calibrate --out FILE) for the time "
+    "model; default: this machine's from costcl calibrate, else a generic uncalibrated one.")]
+TimeBudget = Annotated[Optional[str], typer.Option(
+    "--time-budget", help="Hours of the device: 2h, 90m, 3600s, 1d.")]
+
+
+def time_profile(path: Path | None, device: str = "cpu"):  # noqa: ANN201
+    """The profile ``--device-profile`` names (checked, one line if it is bad), else
+    ``None``: the estimate then takes the default for its device."""
+    if path is None:
+        return None
+    from costmodel.time_profile import load
+    return load(path)

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from cli.app import AsJson, CostclInterrupt, Format, _progress, app, console, emit, emit_json
-from cli.options import scenario_options
+from cli.options import DeviceProfileFile, scenario_options, time_profile
 from costmodel.errors import CostclError
 
 
@@ -17,15 +17,18 @@ from costmodel.errors import CostclError
 def validate(scenario,  # noqa: ANN001
              steps: Annotated[int, typer.Option(help="Steps timed after the two measured ones.")] = 3,
              fake: Annotated[bool, typer.Option(help="Measure CPU memory on fake tensors (same bytes, no compute).")] = False,
-             as_json: AsJson = False, format: Format = "table") -> None:
+             as_json: AsJson = False, format: Format = "table",
+             device_profile: DeviceProfileFile = None) -> None:
     """Run the method's real steps; measured peak memory, FLOPs and time beside costcl's prediction."""
     from lightcl.validate import validate as run_validate
     from reports.formats import validation_rows
     from reports.terminal_validate import validation_table
 
     _warn_fp16_on_cpu(scenario)
+    speeds = time_profile(device_profile)
     with _progress(5, "validating") as advance:
-        result = run_validate(scenario, scenario.device, steps=steps, fake=fake, progress=advance)
+        result = run_validate(scenario, scenario.device, steps=steps, fake=fake, progress=advance,
+                              profile=speeds)
     d = result.to_json()
     emit(format, as_json, d, lambda: validation_rows(d), lambda: validation_table(result, console))
 

@@ -22,6 +22,8 @@ from costmodel.memory.optimizers import optimizer
 from costmodel.memory.simulate import CATEGORIES
 from costmodel.methods.base import Method
 from costmodel.scenario import Scenario
+from costmodel.time_estimate import TimeCost, time_cost
+from costmodel.time_profile import TimeProfile, for_device
 from costmodel.trace.records import at
 
 CONVENTIONS = ("runtime", "paper")
@@ -93,6 +95,8 @@ class Estimate:
     notes: tuple[str, ...] = field(default_factory=tuple)
     trainable: frozenset[str] = frozenset()
     """Names of the parameters that train (not in the JSON: it can be long)."""
+    time: TimeCost | None = None
+    """Seconds per step and hours per run on a device profile (runtime convention)."""
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON shape (fields are added over time, never renamed)."""
@@ -128,6 +132,8 @@ class Estimate:
             "params": {"total": self.total_params, "trainable": self.trainable_params},
             "notes": list(self.notes),
         }
+        if self.time is not None:
+            out["time"] = self.time.to_json()
         if self.layers is not None:
             out["layers"] = [layer.to_json() for layer in self.layers]
         return out
@@ -189,18 +195,23 @@ def growth(method: Method, f: Any, t: int) -> int:
 
 
 def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "torch",
-             instrumented: bool = False, layers: bool = False) -> Estimate:
+             instrumented: bool = False, layers: bool = False,
+             profile: TimeProfile | None = None) -> Estimate:
     """Cost of one step and of the whole CL schedule of ``s`` (kept on disk for the next
-    process: :func:`costmodel.cache.remembered`)."""
+    process: :func:`costmodel.cache.remembered`).  ``profile``: the device's speeds for
+    the time block (default: this machine's calibrated profile for ``s.device`` if
+    ``costcl calibrate`` wrote one, else an uncalibrated generic one)."""
     from costmodel import cache
-    return cache.remembered("estimate", (s, convention, flops_convention, instrumented, layers),
+    prof = profile if profile is not None else for_device(s.device)
+    return cache.remembered("estimate", (s, convention, flops_convention, instrumented, layers,
+                                         prof.digest()),
                             lambda: _estimate(s, convention, flops_convention, instrumented,
-                                              layers), Estimate, model=s.model,
+                                              layers, prof), Estimate, model=s.model,
                             methods=(s.method,))
 
 
 def _estimate(s: Scenario, convention: str, flops_convention: str, instrumented: bool,
-              layers: bool) -> Estimate:
+              layers: bool, profile: TimeProfile) -> Estimate:
     if convention not in CONVENTIONS:
         from costmodel.errors import suggest
         raise suggest(convention, CONVENTIONS, "convention")
@@ -244,10 +255,11 @@ def _estimate(s: Scenario, convention: str, flops_convention: str, instrumented:
     if instrumented:
         notes.append("instrumented: branch gradients summed out of place, as under a Python "
                      "dispatch-mode memory tracker")
+    timed = time_cost(s, method, models, plans, profile)
     return Estimate("runtime", flops_convention, s, step, run,
                     MemoryCost(sum(breakdown.values()), breakdown, memory.phase, memory.where,
                                whole.peak_bytes, whole.where, host),
-                    n_train, total, table, tuple(notes), trainable)
+                    n_train, total, table, tuple(notes), trainable, timed)
 
 
 def implementation_note(method: Method) -> str:

@@ -17,7 +17,6 @@ allocator watch the plain run, which is compared with the plain prediction.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,16 +158,11 @@ def measure_flops(s: Scenario) -> dict[str, int]:
 
 
 def time_steps(s: Scenario, device: str, steps: int) -> float:
-    r = build_runner(s, device)
-    r.step()  # warm-up: optimizer state, allocator caches, kernel selection
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        r.step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / steps
+    """Median seconds of ``steps`` steps after a warm-up, each on a fresh batch
+    (:mod:`lightcl.step_timing`: one batch repeated slows a CPU with subnormal floats)."""
+    from lightcl.step_timing import median_step_seconds
+
+    return median_step_seconds(build_runner(s, device), steps)
 
 
 def measure_cuda_peak(s: Scenario) -> dict[str, Any]:
@@ -190,7 +184,7 @@ def measure_cuda_peak(s: Scenario) -> dict[str, Any]:
 
 
 def validate(s: Scenario, device: str = "cpu", steps: int = 3, fake: bool = False,
-             progress: Any = None) -> Validation:
+             progress: Any = None, profile: Any = None) -> Validation:
     """Predict, run, measure; ``fake`` measures memory on fake CPU tensors (fast, same bytes)."""
     if steps < 1:
         raise CostclError(f"--steps must be >= 1, got {steps}: validate runs real steps")
@@ -202,7 +196,7 @@ def validate(s: Scenario, device: str = "cpu", steps: int = 3, fake: bool = Fals
     s = methods.resolve(s.replace(device=device))
     say = progress or (lambda _: None)
     say("predicting")
-    predicted = estimate(s)
+    predicted = estimate(s, profile=profile)  # profile: the time model's device speeds
     notes = []
     if device == "cuda":
         say("measuring peak memory (CUDA allocator)")

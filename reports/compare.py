@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from costmodel import Scenario, methods
 from costmodel.errors import CostclError
@@ -66,11 +67,13 @@ def parse_methods(text: str) -> list[str]:
 
 def compare(s: Scenario, names: Sequence[str], convention: str = "runtime",
             flops_convention: str = "torch",
-            progress: Callable[[str], None] | None = None) -> Comparison:
+            progress: Callable[[str], None] | None = None, profile: Any = None) -> Comparison:
+    """``profile``: the device's speeds for the time columns (default: the estimate's)."""
     methods.check_shared(s, names)
     out = []
     for name in names:
         if progress:
             progress(name)
-        out.append(estimate(methods.named(s, name), convention, flops_convention))
+        out.append(estimate(methods.named(s, name), convention, flops_convention,
+                            profile=profile))
     return Comparison(tuple(out))

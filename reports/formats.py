@@ -51,6 +51,13 @@ def estimate_rows(estimate_json: Mapping[str, Any]) -> list[dict[str, Any]]:
             "memory_phase": m["phase"], "memory_where": m["where"]}
     row |= {f"memory_{k}_bytes": v for k, v in m["breakdown_bytes"].items()}
     row |= {"params_total": d["params"]["total"], "params_trainable": d["params"]["trainable"]}
+    if "time" in d:
+        t = d["time"]
+        row |= {"time_profile": t["profile"], "time_calibrated": t["calibrated"],
+                "time_step_s": t["step_s"], "time_forward_s": t["forward_s"],
+                "time_backward_s": t["backward_s"], "time_optimizer_s": t["optimizer_s"],
+                "time_run_h": t["run_h"]}
+        row |= {f"time_share_{k}": v for k, v in t["share"].items()}
     return [row]
 
 
@@ -114,6 +121,9 @@ def fit_rows(d: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows.append(head | {"method": m["method"], "batch_size": m["batch_size"],
                             "buffer_size": m["buffer_size"], "peak_bytes": m["peak_bytes"],
                             "fits": m["fits"], "short_by_bytes": m["short_by_bytes"]})
+    for i, r in enumerate(d.get("time", [])):  # --time-budget: the scenario, then the methods
+        rows[i] |= {f"time_{k}": v for k, v in r.items() if k != "method"} | {
+            "time_budget_s": d["time_budget_s"]}
     return rows
 
 
@@ -130,6 +140,7 @@ def validation_rows(d: Mapping[str, Any]) -> list[dict[str, Any]]:
              "predicted_backward_flops": p["step"]["backward_flops"],
              "measured_forward_flops": m["forward_flops"], "measured_backward_flops": m["backward_flops"],
              "seconds_per_step": m.get("seconds_per_step"),
+             "predicted_seconds_per_step": (p.get("time") or {}).get("step_s"),
              "relative_error_peak": d["relative_error"]["peak_bytes"],
              "relative_error_flops": d["relative_error"]["flops"]}]
 

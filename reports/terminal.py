@@ -8,6 +8,7 @@ from costmodel.conventions import TOOL_UNITS
 from costmodel.estimation import BREAKDOWN_KEYS, Estimate
 from reports.compare import label
 from reports.terminal_layers import layer_table
+from reports.terminal_time import compare_time_table, time_table
 from reports.units import flops, mib
 
 
@@ -54,6 +55,7 @@ def estimate_table(e: Estimate, console: Console, layers: bool = False) -> None:
                       f"{e.memory.run_peak_where}"
                       + (f"; kept on the host: {mib(e.memory.host_bytes)} MiB"
                          if e.memory.host_bytes else ""))
+    time_table(e, console)
     for note in e.notes:
         console.print(f"[dim]note: {note}[/dim]")
     if excess:
@@ -93,6 +95,7 @@ def compare_table(c, console: Console) -> None:  # noqa: ANN001
                   mib(e.memory.peak_bytes), mib(e.memory.run_peak_bytes), mib(e.memory.host_bytes),
                   f"{r['peak']:.2f}", f"{r['run_flops']:.2f}")
     console.print(t)
+    compare_time_table(c.estimates, console)
     for line in c.differences():
         console.print(line)
     m = Table(title="Peak memory by term (MiB)", header_style="bold")

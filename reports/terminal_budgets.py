@@ -105,3 +105,22 @@ def fit_table(r, console: Console) -> None:  # noqa: ANN001
             verdict = "fits" if m.fits else f"[red]{(m.peak_bytes - d.usable_bytes) / MIB:.1f} MiB short[/red]"
             tab.add_row(m.method, str(m.batch_size), f"{m.buffer_size:,}", mib(m.peak_bytes), verdict)
         console.print(tab)
+    if r.time_budget_s is not None:
+        time_budget_table(r.time, r.time_budget_s, r.time_profile, console)
+
+
+def time_budget_table(rows, budget_s: float, profile: str | None, console: Console) -> None:  # noqa: ANN001
+    """Each method's step and run time, and the epochs a task that fit in the budget."""
+    from reports.terminal_time import duration
+
+    tab = Table(title=f"A time budget of {duration(budget_s)}"
+                + (f" on {profile}" if profile else ""), header_style="bold")
+    for col in ("method", "step", "1 epoch\na task", "epochs\nthat fit", "run at\nthose",
+                "as given", ""):
+        tab.add_column(col, justify="left" if col in ("method", "") else "right", no_wrap=True)
+    for r in rows:
+        verdict = "fits" if r.fits else "[red]over[/red]"
+        tab.add_row(r.method, duration(r.step_s), duration(r.run_h_per_epoch * 3600),
+                    f"{r.epochs:,}", duration(r.run_h * 3600),
+                    f"{r.scenario_epochs}: {duration(r.scenario_run_h * 3600)}", verdict)
+    console.print(tab)

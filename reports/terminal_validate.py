@@ -49,8 +49,15 @@ def validation_table(v: ValidationLike, console: Console) -> None:
               _err((e.step.forward_flops - m["forward_flops"]) / max(m["forward_flops"], 1)))
     t.add_row("backward FLOPs", flops(e.step.backward_flops), flops(m["backward_flops"]),
               _err((e.step.backward_flops - m["backward_flops"]) / max(m["backward_flops"], 1)))
-    if m.get("seconds_per_step"):
-        t.add_row("seconds per step", "", f"{m['seconds_per_step']:.3f}", "")
+    predicted_s = e.time.step_s if e.time is not None else None
+    if m.get("seconds_per_step") or predicted_s:
+        got = m.get("seconds_per_step")
+        t.add_row("seconds per step", f"{predicted_s:.3f}" if predicted_s else "",
+                  f"{got:.3f}" if got else "",
+                  _err((predicted_s - got) / got) if predicted_s and got else "-")
     console.print(t)
+    if e.time is not None:
+        from reports.terminal_time import profile_line
+        console.print(f"[dim]{profile_line(e)}[/dim]")
     for note in v.notes:
         console.print(f"[dim]note: {note}[/dim]")

@@ -1,0 +1,271 @@
+"""Seconds per step and hours per CL run: a formula over the traced ops.
+
+Each op of the traced step (the one trace the FLOPs and memory come from) is put
+in a class, and the class's :class:`~costmodel.time_profile.Rate` turns its size
+into seconds: convolutions and matrix products by FLOPs at the rate of their
+shape bucket, element-wise, normalisation, reduction and copy ops by the bytes
+they move, views and autograd nodes at a fixed cost.  The backward is not traced
+op by op: as :func:`costmodel.memory.graph.flops` does, each op's gradient FLOPs
+count for the inputs that need a gradient in the configuration, and an
+element-wise op's backward moves its bytes again when any of its inputs needs
+one.  The step is forward + backward + the optimizer's step.
+
+Every term is ``fixed + amount / rate`` with ``amount`` affine in the batch
+sizes, so a plan's step time is itself a :data:`TimeLin` (seconds fixed, per
+sample, per replayed sample), computed once per trainable set and evaluated
+in nanoseconds.  Nothing here measures anything.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from costmodel.memory import graph
+from costmodel.time_profile import TimeProfile
+from costmodel.trace.records import Lin, OpFact, StepTrace, StorageKind
+
+TimeLin = tuple[float, float, float]
+"""Seconds ``fixed + per_sample*B + per_replayed*R``."""
+
+SHARE_CLASSES = ("conv", "linear", "eltwise", "norm", "reduce", "copy", "overhead", "optimizer")
+"""The classes a step's time is shared among (``time.share`` in the JSON)."""
+
+NORM = frozenset({"native_batch_norm", "_native_batch_norm_legit",
+                  "_native_batch_norm_legit_functional", "_native_batch_norm_legit_no_training",
+                  "native_layer_norm", "native_group_norm"})
+REDUCE = frozenset({"mean", "sum", "avg_pool2d", "avg_pool1d", "avg_pool3d",
+                    "_adaptive_avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool3d",
+                    "max_pool2d_with_indices", "max_pool3d_with_indices", "amax", "amin", "max",
+                    "min", "_log_softmax", "_softmax", "nll_loss_forward", "norm",
+                    "linalg_vector_norm", "var", "std", "var_mean", "argmax", "any", "all",
+                    "logsumexp", "cumsum"})
+COPY = frozenset({"clone", "copy_", "_to_copy", "cat", "stack", "index", "index_select",
+                  "gather", "contiguous", "masked_fill", "zeros", "zeros_like", "ones",
+                  "ones_like", "full", "full_like", "fill_", "zero_", "randperm", "arange",
+                  "rand", "randn", "randint", "rand_like", "randn_like", "bernoulli_",
+                  "embedding", "scatter", "scatter_add", "index_put_", "index_add",
+                  "constant_pad_nd", "repeat", "roll", "flip", "where", "lift_fresh_copy"})
+VIEW = frozenset({"view", "_unsafe_view", "t", "transpose", "permute", "expand", "reshape",
+                  "alias", "squeeze", "unsqueeze", "slice", "select", "as_strided", "detach",
+                  "empty", "empty_like", "empty_strided", "new_empty", "split",
+                  "split_with_sizes", "unbind", "flatten", "lift_fresh", "unfold",
+                  "scalar_tensor", "_local_scalar_dense", "resize_", "set_", "_reshape_alias",
+                  "expand_as", "view_as", "movedim", "narrow", "chunk", "diagonal"})
+PASS_THROUGH = frozenset({"add", "add_", "sub", "sub_"})
+"""Backward only hands the incoming gradient on (AddBackward0): no bytes moved."""
+
+
+def base_name(name: str) -> str:
+    """'aten.add_.Tensor' -> 'add_'."""
+    parts = name.split(".")
+    return parts[1] if name.startswith("aten.") and len(parts) > 1 else name
+
+
+def op_class(op: OpFact) -> str:
+    """conv, linear, norm, reduce, copy, view or eltwise."""
+    if op.macs_by_kind == "conv":
+        return "conv"
+    if op.macs_by_kind:
+        return "linear"
+    base = base_name(op.name)
+    for cls, names in (("norm", NORM), ("reduce", REDUCE), ("copy", COPY), ("view", VIEW)):
+        if base in names or base.rstrip("_") in names:
+            return cls
+    return "eltwise"
+
+
+def _per_sample(v: Lin) -> int:
+    return v[1] or v[2]
+
+
+def conv_bucket(op: OpFact, trace: StepTrace) -> str:
+    """A convolution's bucket, from facts that do not change with the batch.
+
+    ``first``: a reduction of fewer than 32 values per output (a stem on 1 to 3
+    input channels), which keeps the CPU's vector units idle; ``grouped``:
+    depthwise and grouped; else by output channels: ``narrow`` (<= 32), ``mid``
+    (<= 128), ``wide``.
+    """
+    out = _per_sample(op.numel_out)
+    reduction = _per_sample(op.forward_flops) // max(2 * out, 1)
+    if any(op.grouped_excess):
+        return "grouped"
+    if reduction < 32:
+        return "first"
+    w = trace.storages[op.inputs[1]].nbytes[0] // trace.element_size if len(op.inputs) > 1 else 0
+    c_out = w // reduction if reduction and w else 0
+    if not c_out:
+        return "mid"
+    return "narrow" if c_out <= 32 else "mid" if c_out <= 128 else "wide"
+
+
+def moved_bytes(op: OpFact, cls: str, trace: StepTrace) -> Lin:
+    """Bytes an op reads and writes, in the unit its class is calibrated in: first input
+    plus output (a second activation-sized operand adds the output's size again; a copy
+    moves its output twice, whatever it gathers from)."""
+    e = trace.element_size
+    i, o = op.numel_in, op.numel_out
+    if cls == "copy":
+        return (2 * e * o[0], 2 * e * o[1], 2 * e * o[2])
+    operands = sum(1 for sid in op.inputs
+                   if trace.storages[sid].kind not in (StorageKind.PARAM, StorageKind.BUFFER))
+    k = 2 if cls == "eltwise" and operands >= 2 else 1
+    return (e * (i[0] + k * o[0]), e * (i[1] + k * o[1]), e * (i[2] + k * o[2]))
+
+
+class _Acc:
+    """Seconds per class and phase, each a :data:`TimeLin`."""
+
+    def __init__(self) -> None:
+        self.terms: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, cls: str, phase: str, rate: Any, amount: Lin = (0, 0, 0), count: int = 1) -> None:
+        t = self.terms.setdefault((cls, phase), [0.0, 0.0, 0.0])
+        t[0] += count * rate.fixed_s
+        if rate.per_s:
+            for k in range(3):
+                t[k] += amount[k] / rate.per_s
+
+
+def _matmul_key(op: OpFact, trace: StepTrace) -> str:
+    return f"conv.{conv_bucket(op, trace)}" if op.macs_by_kind == "conv" else "linear"
+
+
+def step_terms(trace: StepTrace, sel: graph.Selection,
+               profile: TimeProfile) -> dict[tuple[str, str], TimeLin]:
+    """The step's seconds by (class, 'forward'|'backward'), before the optimizer."""
+    acc = _Acc()
+    storages = trace.storages
+    for op in trace.ops[trace.prologue_ops:]:
+        if op.name.startswith("<"):
+            continue
+        cls = op_class(op)
+        if cls in ("conv", "linear"):
+            key = _matmul_key(op, trace)
+            acc.add(cls, "forward", profile.rate(f"{key}.fwd"), op.forward_flops)
+            for sid, node, g in zip(op.inputs, op.grad_nodes, op.grad_flops):
+                if graph.needs_grad(sel, node) and any(g):
+                    phase = "bwd_w" if storages[sid].kind is StorageKind.PARAM else "bwd_in"
+                    acc.add(cls, "backward", profile.rate(f"{key}.{phase}"), g)
+            continue
+        if cls == "view":
+            acc.add("overhead", "forward", profile.rate("view"))
+            continue
+        amount = moved_bytes(op, cls, trace)
+        acc.add(cls, "forward", profile.rate(f"{cls}.fwd"), amount)
+        if any(graph.needs_grad(sel, n) for n in op.grad_nodes) \
+                and base_name(op.name) not in PASS_THROUGH:
+            acc.add(cls, "backward", profile.rate(f"{cls}.bwd"), amount)
+    nodes = sum(sel.active)
+    acc.add("overhead", "backward", profile.rate("node"), count=nodes)
+    acc.add("overhead", "forward", profile.rate("step"))
+    return {k: (v[0], v[1], v[2]) for k, v in acc.terms.items()}
+
+
+def optimizer_seconds(trace: StepTrace, trainable: Iterable[str], optimizer: str,
+                      profile: TimeProfile) -> float:
+    """The optimizer's step: a fixed cost per parameter tensor (the CPU loop runs
+    tensor by tensor) and the parameter elements at the optimizer's rate."""
+    names = [p for p in trainable if p in trace.param_numel]
+    rate = profile.rate(f"optimizer.{optimizer}")
+    return rate.seconds(0) * len(names) + (sum(trace.param_numel[p] for p in names) / rate.per_s
+                                           if rate.per_s else 0.0)
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One step's seconds, as :func:`step_time` evaluates them at a batch."""
+
+    step_s: float
+    forward_s: float
+    backward_s: float
+    optimizer_s: float
+    share: dict[str, float]
+    """Fraction of the step each class takes (:data:`SHARE_CLASSES`)."""
+
+
+class StepTimer:
+    """A traced step's time model: one set of terms per trainable set, then any batch."""
+
+    def __init__(self, trace: StepTrace, profile: TimeProfile) -> None:
+        self.trace, self.profile = trace, profile
+        self._terms: dict[frozenset[str], dict[tuple[str, str], TimeLin]] = {}
+        self._opt: dict[tuple[frozenset[str], str], float] = {}
+
+    def terms(self, sel: graph.Selection) -> dict[tuple[str, str], TimeLin]:
+        t = self._terms.get(sel.trainable)
+        if t is None:
+            t = self._terms[sel.trainable] = step_terms(self.trace, sel, self.profile)
+        return t
+
+    def optimizer_s(self, sel: graph.Selection, optimizer: str) -> float:
+        key = (sel.trainable, optimizer)
+        v = self._opt.get(key)
+        if v is None:
+            v = self._opt[key] = optimizer_seconds(self.trace, sel.trainable, optimizer,
+                                                   self.profile)
+        return v
+
+    def seconds(self, sel: graph.Selection, optimizer: str | None, batch: int,
+                replay: int = 0) -> float:
+        """The step's seconds (``optimizer`` None: forward and backward only)."""
+        total = self.optimizer_s(sel, optimizer) if optimizer else 0.0
+        for c0, cb, cr in self.terms(sel).values():
+            total += c0 + cb * batch + cr * replay
+        return total
+
+    def forward_lin(self, sel: graph.Selection) -> TimeLin:
+        out = [0.0, 0.0, 0.0]
+        for (_, phase), lin in self.terms(sel).items():
+            if phase == "forward":
+                for k in range(3):
+                    out[k] += lin[k]
+        return (out[0], out[1], out[2])
+
+    def step(self, sel: graph.Selection, optimizer: str, batch: int, replay: int = 0) -> StepTime:
+        by_class = {c: 0.0 for c in SHARE_CLASSES}
+        fwd = bwd = 0.0
+        for (cls, phase), (c0, cb, cr) in self.terms(sel).items():
+            s = c0 + cb * batch + cr * replay
+            by_class[cls] += s
+            if phase == "forward":
+                fwd += s
+            else:
+                bwd += s
+        opt = self.optimizer_s(sel, optimizer)
+        by_class["optimizer"] = opt
+        total = fwd + bwd + opt
+        share = {c: (v / total if total else 0.0) for c, v in by_class.items()}
+        return StepTime(total, fwd, bwd, opt, share)
+
+
+def evaluation_seconds(forward: TimeLin, images: int, batch: int = 256) -> float:
+    """A forward over ``images`` in batches of ``batch`` (the trainer's evaluation)."""
+    batches = -(-images // batch) if images else 0
+    return batches * forward[0] + images * forward[1]
+
+
+def run_seconds(schedule: Iterable[Any], batch: int, tasks: int, replay_of: Callable[[str], int],
+                step_s: Callable[[str, int, int, int], float], forward: TimeLin,
+                one_sample_s: float, test_images_per_task: int) -> tuple[float, float]:
+    """(training steps and the work between them, evaluation) in seconds.
+
+    ``step_s(variant, task, b, r)`` is one step's seconds; every phase runs its
+    full batches and one smaller last batch per epoch, per task; a phase's extra
+    forward samples (herding, references) cost the forward per sample, its extra
+    trained samples (EWC's Fisher) a batch-of-one step each.  The evaluation after
+    each task runs a forward over the test images of every task seen.
+    """
+    train = 0.0
+    for ph in schedule:
+        r = replay_of(ph.variant)
+        full, rest = divmod(ph.images, batch)
+        for t in range(ph.first_task, ph.first_task + ph.tasks):
+            epoch = full * step_s(ph.variant, t, batch, r) + (step_s(ph.variant, t, rest, r)
+                                                              if rest else 0.0)
+            train += ph.epochs * epoch + ph.extra_forward_samples * forward[1] \
+                + ph.extra_train_samples * one_sample_s
+    evaluation = sum(evaluation_seconds(forward, test_images_per_task * (t + 1))
+                     for t in range(tasks))
+    return train, evaluation
