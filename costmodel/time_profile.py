@@ -84,7 +84,7 @@ class TimeProfile:
                  f"source = {_q(self.source)}", f"threads = {self.threads}", "", "[rates]"]
         for key in rate_keys():
             r = self.rates[key]
-            lines.append(f'"{key}" = {{ fixed_s = {r.fixed_s:.6g}, per_s = {r.per_s:.6g} }}')
+            lines.append(f'"{key}" = {{ fixed_s = {r.fixed_s!r}, per_s = {r.per_s!r} }}')
         return "\n".join(lines) + "\n"
 
 
