@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costmodel.trace.records import Lin, StepTrace, StorageKind
+from collections.abc import Sequence
+
+from costmodel.trace.records import Lin, NodeFact, StepTrace, StorageKind
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def select(trace: StepTrace, trainable: frozenset[str],
         for e in n.edges:
             if e is not None and active[e[0]]:
                 seg[e[0]] += 1
-        for sid in n.saved:
+        for sid in held(n, active):
             holders[sid] = holders.get(sid, 0) + 1
     kept = _kept_graphs(trace, active if kept_trainable is None else
                         _active(trace, kept_trainable), segment_of)
@@ -91,8 +93,20 @@ def _kept_graphs(trace: StepTrace, active: list[bool],
             stack.extend(e[0] for e in node.edges if e is not None)
     out: dict[int | None, list[int]] = {}
     for i, until in release.items():
-        out.setdefault(None if until == forever else until, []).extend(trace.nodes[i].saved)
+        out.setdefault(None if until == forever else until, []).extend(held(trace.nodes[i], active))
     return {k: tuple(v) for k, v in out.items()}
+
+
+def held(node: NodeFact, active: Sequence[bool]) -> tuple[int, ...]:
+    """What a running node keeps for backward when ``active`` says which nodes run: a
+    guarded tensor only while one of its guard edges needs a gradient (autograd decides
+    at forward time; ``addmm`` under a frozen weight keeps no input)."""
+    if not node.saved_when:
+        return node.saved
+    edges = node.edges
+    return tuple(sid for sid, when in zip(node.saved, node.saved_when)
+                 if when is None or any(e < len(edges) and edges[e] is not None
+                                        and active[edges[e][0]] for e in when))
 
 
 def _segments(trace: StepTrace) -> list[int]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from costmodel.memory import backward_rules
+from costmodel.memory import graph
 from costmodel.memory.graph import Selection
 from costmodel.trace.records import Lin, StepTrace, StorageKind
 
@@ -236,7 +237,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                         mem.checkpoint("backward", node.name)
                         release(g)
                         outputs[k] = (edge, new)
-            for sid in node.saved:
+            for sid in graph.held(node, active):
                 let_go(sid)
             for _, g in outputs if anomaly else ():  # isnan(grad).any(), one at a time
                 check = size(tuple(v // itemsize for v in g.nbytes))

@@ -59,6 +59,7 @@ class RawNode:
     slot_bytes: tuple[int, ...]
     saved: tuple[int, ...]
     leaf: str | None
+    saved_when: tuple[tuple[int, ...] | None, ...] = ()
 
 
 @dataclass
@@ -120,7 +121,7 @@ def combine(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
     nodes = [
         NodeFact(n1.name, n1.edges,
                  tuple(lin(a, b, c) for a, b, c in zip(n1.slot_bytes, n2.slot_bytes, n3.slot_bytes)),
-                 n1.saved, n1.leaf)
+                 n1.saved, n1.leaf, n1.saved_when)
         for n1, n2, n3 in zip(r1.nodes, r2.nodes, r3.nodes)
     ]
     params = dict(model.named_parameters())

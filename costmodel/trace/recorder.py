@@ -36,6 +36,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from costmodel.errors import CostclError
 from costmodel import flops as flop_table
+from costmodel.trace import attention, saved_guards
 from costmodel.trace.combine import ROOT, RawNode, RawOp, RawStorage, RawTrace, combine
 from costmodel.trace.records import StepTrace, StorageKind, at
 
@@ -88,6 +89,8 @@ class TraceSetup:
     left: Callable[[], list[torch.Tensor]] = lambda: []
     """After ``run()``: what the step leaves for its loop that the loop lets go before
     the next step (``ctx.keep`` in costcl's trainer)."""
+    attention: str = "math"
+    """The attention kernels traced (:func:`~costmodel.trace.attention.kernel_family`)."""
 
 
 SetupFactory = Callable[[int, int, BackwardHook], TraceSetup]
@@ -206,23 +209,38 @@ def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
     index: dict = {n: i for i, n in enumerate(order)}
     nodes = []
     for n in order:
-        unpacked.clear()
+        name = n.name()
+        when: dict[int, tuple[int, ...] | None] = {}  # saved storage -> its guard edges
         for attr in dir(n):
             if attr.startswith("_saved_"):
+                unpacked.clear()
                 getattr(n, attr)
+                _merge_guard(when, unpacked, saved_guards.saved_when(name, attr))
         if hasattr(n, "saved_tensors"):  # a custom autograd.Function
+            unpacked.clear()
             try:
                 n.saved_tensors  # noqa: B018
             except RuntimeError:
                 pass
+            _merge_guard(when, unpacked, None)
         leaf = None
         if hasattr(n, "variable"):
             leaf = leaf_names.get(id(n.variable), "<leaf>")
             index[("leaf", id(n.variable))] = index[n]
         edges = tuple(None if fn is None else (index[fn], slot) for fn, slot in n.next_functions)
         slot_bytes = tuple(torch.Size(m.shape).numel() * m.dtype.itemsize for m in n._input_metadata)
-        nodes.append(RawNode(n.name(), edges, slot_bytes, tuple(dict.fromkeys(unpacked)), leaf))
+        nodes.append(RawNode(name, edges, slot_bytes, tuple(when), leaf, tuple(when.values())))
     return nodes, index
+
+
+def _merge_guard(when: dict[int, tuple[int, ...] | None], sids: list[int],
+                 edges: tuple[int, ...] | None) -> None:
+    """A storage saved under several names is kept if any of them keeps it."""
+    for sid in sids:
+        if sid not in when:
+            when[sid] = edges
+        elif when[sid] is not None:
+            when[sid] = None if edges is None else tuple(sorted({*when[sid], *edges}))
 
 
 def _trace_once(factory: SetupFactory, batch: int, replay: int,
@@ -305,7 +323,8 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, unpack), rec:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack), \
+                attention.route(setup.attention), rec:
             kept = setup.run()
     except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError,
             AssertionError) as e:  # a model asserting on its input fails in a layer too

@@ -111,6 +111,9 @@ class NodeFact:
     saved: tuple[int, ...]
     leaf: str | None = None
     """For AccumulateGrad: the parameter's qualified name."""
+    saved_when: tuple[tuple[int, ...] | None, ...] = ()
+    """Per entry of ``saved``: the edges of which one must need a gradient for autograd to
+    save it (:mod:`~costmodel.trace.saved_guards`); ``None`` (or no entry): always saved."""
 
 
 @dataclass(slots=True)
