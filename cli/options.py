@@ -40,6 +40,7 @@ SCENARIO_PARAMS: list[inspect.Parameter] = [
         ("sparsity", Annotated[Optional[float], typer.Option(help="Fraction of weights pruned, in [0, 1).", rich_help_panel=_PANEL)]),
         ("holdout", Annotated[Optional[float], typer.Option(help="Fraction of training images held out.", rich_help_panel=_PANEL)]),
         ("device", Annotated[Optional[str], typer.Option(help="Where the step runs: cpu or cuda (allocator and optimizer code path).", rich_help_panel=_PANEL)]),
+        ("attention", Annotated[Optional[str], typer.Option(help="Attention kernel: auto (what PyTorch selects on the --device), math (bmm, softmax, bmm) or fused.", rich_help_panel=_PANEL)]),
         ("setting", Annotated[Optional[str], typer.Option(help="class-il (default) or task-il evaluation.", rich_help_panel=_PANEL)]),
         ("option", Annotated[Optional[list[str]], typer.Option(help="Method option KEY=VALUE (repeatable).", rich_help_panel=_PANEL)]),
         ("config", Annotated[Optional[Path], typer.Option(help="Scenario TOML file; flags override it.", rich_help_panel=_PANEL)]),

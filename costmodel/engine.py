@@ -25,6 +25,7 @@ from costmodel.memory import graph
 from costmodel.memory.optimizers import OptimizerSpec
 from costmodel.memory.simulate import CATEGORIES, Timeline, simulate
 from costmodel.models.registry import build_model
+from costmodel.trace import attention
 from costmodel.trace.recorder import BackwardHook, LayerFailed, NotAffine, TraceSetup, trace_step
 from costmodel.trace.records import Lin, StepTrace, StorageKind
 
@@ -207,7 +208,8 @@ def _structure_key(s: Any, method: Any, part: str) -> tuple:
     freeze point and buffer size do not (they are evaluated, not traced)."""
     return (s.model, s.input_shape, s.classes, s.dtype, s.method, method.impl, part, s.tasks,
             tuple(sorted((k, repr(v)) for k, v in s.options.items())),
-            round(float(s.sparsity or 0), 6), s.setting, s.input_dtype, s.vocab)
+            round(float(s.sparsity or 0), 6), s.setting, s.input_dtype, s.vocab,
+            attention.kernel_family(s.device, s.attention))
 
 
 def tasks_seen(s: Any, variant: str) -> int:
@@ -364,7 +366,8 @@ def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
                           externals + teacher_externals + [("<input>", StorageKind.INPUT, x),
                                                            ("<target>", StorageKind.INPUT, y)]
                           + [(f"<{k}>", StorageKind.INPUT, v) for k, v in inputs.items()],
-                          s.input_shape, s.classes, left)
+                          s.input_shape, s.classes, left,
+                          attention.kernel_family(s.device, s.attention))
 
     try:
         trace = trace_step(factory, replay=uses_replay and work is None,

@@ -126,11 +126,12 @@ def _baddbmm(args: Sequence, outs: Sequence[Shape]) -> OpFlops:
     "aten._scaled_dot_product_cudnn_attention.default",
 )
 def _sdpa(args: Sequence, outs: Sequence[Shape]) -> OpFlops:
-    """Two batched products (QK^T and PV) forward; four backward."""
+    """FlopCounterMode's sdpa_flop_count forward (QK^T and PV, with the query's heads), and
+    its sdpa_backward_flop_count backward: the scores recomputed (QK^T), dP = dO V^T and
+    dQ = dS K charged to the query, dK = dS^T Q to the key, dV = P^T dO to the value."""
     (b, h, s_q, d), (_, _, s_k, _), (_, _, _, d_v) = args[0], args[1], args[2]
     qk, pv = 2 * b * h * s_q * s_k * d, 2 * b * h * s_q * s_k * d_v
-    # dQ and dK come from dS (which needs dP = dO V^T); dV = P^T dO.
-    return OpFlops(qk + pv, (qk // 2 + pv, qk // 2, pv), "matmul")
+    return OpFlops(qk + pv, (2 * qk + pv, qk, pv), "matmul")
 
 
 def op_flops(name: str, args: Sequence, outs: Sequence[Shape]) -> OpFlops | None:

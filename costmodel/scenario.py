@@ -31,6 +31,9 @@ INPUT_DTYPES = ("float", "int64")
 MAX_INPUT_RANK = 4
 """Sizes --input-size takes: a 1-D signal or vector up to a video clip (C, T, H, W)."""
 DEVICES = ("cpu", "cuda")
+ATTENTION_MODES = ("auto", "math", "fused")
+"""``--attention``: the kernel PyTorch would select on the device, the math decomposition
+(bmm, softmax, bmm), or the device's fused kernel wherever one takes the call."""
 SETTINGS = ("class-il", "task-il")
 DEFAULT_MODEL, DEFAULT_DATASET = "resnet18-cifar", "cifar10"
 
@@ -74,6 +77,8 @@ class Scenario:
     """Fraction of the training images held out for validation."""
     device: str = "cpu"
     """Where the step runs: 'cpu' or 'cuda' (allocator rounding, optimizer code path)."""
+    attention: str = "auto"
+    """Which kernel runs ``scaled_dot_product_attention`` (:data:`ATTENTION_MODES`)."""
     setting: str = "class-il"
     """'class-il' (no task identity at test time) or 'task-il'."""
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -168,6 +173,9 @@ class Scenario:
             raise suggest(self.dtype, DTYPES, "dtype")
         if self.device not in DEVICES:
             raise suggest(self.device, DEVICES, "device")
+        checks.text(self.attention, "attention")
+        if self.attention not in ATTENTION_MODES:
+            raise suggest(self.attention, ATTENTION_MODES, "attention")
         if self.input_size is not None:
             if not 1 <= len(self.input_size) <= MAX_INPUT_RANK or any(
                     isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.input_size):

@@ -144,13 +144,15 @@ def measure_cpu_plain_peak(s: Scenario) -> dict[str, Any]:
 
 
 def measure_flops(s: Scenario) -> dict[str, int]:
-    """One step's FLOPs on meta tensors (FlopCounterMode counts them exactly as on real ones)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """One step's FLOPs on meta tensors (FlopCounterMode counts them exactly as on real ones),
+    on the attention kernel the scenario's device runs."""
+    from lightcl import flop_counting
 
-    counter = FlopCounterMode(display=False)
+    counter = flop_counting.counter()
     split = _FlopSplit(counter)
     r = build_runner(s, "meta", observer=split, seed=None)
-    with counter:  # (anomaly checks count no FLOPs, and cannot run on meta tensors)
+    # (anomaly checks count no FLOPs, and cannot run on meta tensors)
+    with counter, flop_counting.kernel_path(s):
         r.optimizer.zero_grad(set_to_none=True)
         r.method.step(r.context, r.x, r.y)
     total = counter.get_total_flops()
