@@ -14,6 +14,7 @@ from costmodel import engine, methods
 from costmodel.estimation import train_from, trainable_set
 from costmodel.memory.optimizers import OPTIMIZERS, optimizer
 from costmodel.scenario import Scenario
+from costmodel.time_profile import TimeProfile, for_device
 from costmodel.trace.records import at
 
 
@@ -23,10 +24,14 @@ class StepPoint:
     backward_flops: int
     peak_bytes: int
     phase: str
+    step_s: float
+    """Seconds of the step on the estimator's device profile (:mod:`costmodel.timing`)."""
 
 
 class StepEstimator:
-    def __init__(self, s: Scenario) -> None:
+    def __init__(self, s: Scenario, profile: TimeProfile | None = None) -> None:
+        from costmodel.time_estimate import timer
+
         self.scenario = methods.resolve(s)
         self.method = methods.get(self.scenario.method, self.scenario.impl)
         self.model = engine.step_model(self.scenario, self.method)
@@ -34,6 +39,7 @@ class StepEstimator:
         self._sets: dict[str | None, frozenset[str]] = {None: self._default}
         self._const = engine.stored_bytes(self.method.stored(self.scenario, self.model.network), self.scenario.device)
         self._const["method_state"] += self.model.state_bytes["method_state"]
+        self.timer = timer(self.model, profile or for_device(self.scenario.device))
 
     def step(self, batch_size: int, optimizer_name: str = "sgd", freeze_from: str | None = None,
              replay_batch: int = 0) -> StepPoint:
@@ -44,7 +50,8 @@ class StepEstimator:
         opt = OPTIMIZERS.get(optimizer_name) or optimizer(optimizer_name)
         mem = plan.memory(batch_size, replay_batch, opt, self.scenario.device, self._const)
         fl = plan.flops
+        c0, cb, cr = self.timer.lin(plan.selection, opt.name)
         return StepPoint(at(fl.forward, batch_size, replay_batch),
                          at(fl.grad_input, batch_size, replay_batch)
                          + at(fl.grad_weight, batch_size, replay_batch),
-                         mem.peak_bytes, mem.phase)
+                         mem.peak_bytes, mem.phase, c0 + cb * batch_size + cr * replay_batch)

@@ -48,13 +48,13 @@ class TimeCost:
 _TIMERS: dict[tuple[int, tuple], tuple[Any, StepTimer]] = {}
 
 
-def timer(trace: Any, profile: TimeProfile) -> StepTimer:
-    """One :class:`StepTimer` per (trace, profile) for the process; the trace is held,
-    so its id is never reused for another while the entry lives."""
-    key = (id(trace), profile.digest())
+def timer(model: Any, profile: TimeProfile) -> StepTimer:
+    """One :class:`StepTimer` per (step model, profile) for the process; the model is
+    held, so its id is never reused for another while the entry lives."""
+    key = (id(model), profile.digest())
     hit = _TIMERS.get(key)
-    if hit is None or hit[0] is not trace:
-        hit = _TIMERS[key] = (trace, StepTimer(trace, profile))
+    if hit is None or hit[0] is not model:
+        hit = _TIMERS[key] = (model, StepTimer(model.trace, profile, model.anomaly))
     return hit[1]
 
 
@@ -67,7 +67,7 @@ def time_cost(s: Any, method: Any, models: dict[str, Any], plans: dict[str, Any]
     B, opt = s.batch_size, s.optimizer
 
     def seconds(variant: str, b: int, r: int) -> float:
-        return timer(models[variant].trace, profile).seconds(plans[variant].selection, opt, b, r)
+        return timer(models[variant], profile).seconds(plans[variant].selection, opt, b, r)
 
     def step_s(variant: str, task: int, b: int, r: int) -> float:
         if method.grows and task > 0:
@@ -76,7 +76,7 @@ def time_cost(s: Any, method: Any, models: dict[str, Any], plans: dict[str, Any]
             return seconds("first", b, r)
         return seconds(variant, b, r)
 
-    main = timer(models["main"].trace, profile)
+    main = timer(models["main"], profile)
     sel = plans["main"].selection
     R = method.replay_batch(s)
     st = main.step(sel, opt, B, R)

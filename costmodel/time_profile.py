@@ -25,7 +25,8 @@ from typing import Any
 
 from costmodel.errors import CostclError
 
-CONV_BUCKETS = ("first", "narrow", "mid", "wide", "grouped")
+CONV_BUCKETS = ("first", "narrow", "mid", "wide", "pointwise", "downsample", "strided",
+                "grouped")
 """Convolutions by output channels (see :func:`costmodel.timing.conv_bucket`)."""
 MATMUL_PHASES = ("fwd", "bwd_in", "bwd_w")
 MEMORY_CLASSES = ("eltwise", "norm", "reduce", "copy")

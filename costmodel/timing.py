@@ -79,22 +79,43 @@ def _per_sample(v: Lin) -> int:
     return v[1] or v[2]
 
 
-def conv_bucket(op: OpFact, trace: StepTrace) -> str:
-    """A convolution's bucket, from facts that do not change with the batch.
-
-    ``first``: a reduction of fewer than 32 values per output (a stem on 1 to 3
-    input channels), which keeps the CPU's vector units idle; ``grouped``:
-    depthwise and grouped; else by output channels: ``narrow`` (<= 32), ``mid``
-    (<= 128), ``wide``.
-    """
+def conv_shape(op: OpFact, trace: StepTrace) -> tuple[int, int, int, int]:
+    """(input channels, output channels, kernel elements, stride squared) of a convolution,
+    from facts that do not change with the batch: the reduction per output value is
+    FLOPs / (2 x outputs), the weight's elements give the output channels, the module's
+    recorded input shape the input channels (else a square 3x3 kernel is assumed)."""
     out = _per_sample(op.numel_out)
     reduction = _per_sample(op.forward_flops) // max(2 * out, 1)
-    if any(op.grouped_excess):
-        return "grouped"
-    if reduction < 32:
-        return "first"
     w = trace.storages[op.inputs[1]].nbytes[0] // trace.element_size if len(op.inputs) > 1 else 0
     c_out = w // reduction if reduction and w else 0
+    shapes = trace.module_shapes.get(op.module)
+    c_in = shapes[0][1][0] if shapes and len(shapes[0]) > 2 and not shapes[0][1][1] else 0
+    if not c_in or reduction % c_in:
+        c_in = reduction // 9 if reduction % 9 == 0 else reduction
+    kernel = max(reduction // max(c_in, 1), 1)
+    inp = _per_sample(op.numel_in)
+    stride2 = round((inp / max(c_in, 1)) / (out / max(c_out, 1))) if c_out and out else 1
+    return c_in, c_out, kernel, max(stride2, 1)
+
+
+def conv_bucket(op: OpFact, trace: StepTrace) -> str:
+    """A convolution's bucket (:data:`~costmodel.time_profile.CONV_BUCKETS`), from facts
+    that do not change with the batch.
+
+    ``first``: fewer than 32 values reduced per output (a stem on 1 to 3 channels: the
+    output's writes dominate); ``grouped``: depthwise and grouped; ``pointwise``: 1x1;
+    ``strided``: a larger kernel with a stride (the input read is four times the output);
+    else by output channels: ``narrow`` (<= 32), ``mid`` (<= 128), ``wide``.
+    """
+    if any(op.grouped_excess):
+        return "grouped"
+    c_in, c_out, kernel, stride2 = conv_shape(op, trace)
+    if c_in * kernel < 32:
+        return "first"
+    if kernel == 1:
+        return "downsample" if stride2 > 1 else "pointwise"
+    if stride2 > 1:
+        return "strided"
     if not c_out:
         return "mid"
     return "narrow" if c_out <= 32 else "mid" if c_out <= 128 else "wide"
@@ -132,11 +153,17 @@ def _matmul_key(op: OpFact, trace: StepTrace) -> str:
     return f"conv.{conv_bucket(op, trace)}" if op.macs_by_kind == "conv" else "linear"
 
 
-def step_terms(trace: StepTrace, sel: graph.Selection,
-               profile: TimeProfile) -> dict[tuple[str, str], TimeLin]:
-    """The step's seconds by (class, 'forward'|'backward'), before the optimizer."""
+def step_terms(trace: StepTrace, sel: graph.Selection, profile: TimeProfile,
+               anomaly: bool = False) -> dict[tuple[str, str], TimeLin]:
+    """The step's seconds by (class, 'forward'|'backward'), before the optimizer.
+
+    ``anomaly``: the code runs backward under anomaly detection, which checks every
+    gradient it computes for NaN (``isnan().any()``: a read of the gradient, at the
+    reduction rate).
+    """
     acc = _Acc()
     storages = trace.storages
+    nan_check = profile.rate("reduce.fwd")
     for op in trace.ops[trace.prologue_ops:]:
         if op.name.startswith("<"):
             continue
@@ -148,6 +175,8 @@ def step_terms(trace: StepTrace, sel: graph.Selection,
                 if graph.needs_grad(sel, node) and any(g):
                     phase = "bwd_w" if storages[sid].kind is StorageKind.PARAM else "bwd_in"
                     acc.add(cls, "backward", profile.rate(f"{key}.{phase}"), g)
+                    if anomaly:
+                        acc.add("reduce", "backward", nan_check, storages[sid].nbytes)
             continue
         if cls == "view":
             acc.add("overhead", "forward", profile.rate("view"))
@@ -157,6 +186,9 @@ def step_terms(trace: StepTrace, sel: graph.Selection,
         if any(graph.needs_grad(sel, n) for n in op.grad_nodes) \
                 and base_name(op.name) not in PASS_THROUGH:
             acc.add(cls, "backward", profile.rate(f"{cls}.bwd"), amount)
+            if anomaly:
+                e = trace.element_size
+                acc.add("reduce", "backward", nan_check, tuple(e * v for v in op.numel_in))
     nodes = sum(sel.active)
     acc.add("overhead", "backward", profile.rate("node"), count=nodes)
     acc.add("overhead", "forward", profile.rate("step"))
@@ -188,15 +220,17 @@ class StepTime:
 class StepTimer:
     """A traced step's time model: one set of terms per trainable set, then any batch."""
 
-    def __init__(self, trace: StepTrace, profile: TimeProfile) -> None:
-        self.trace, self.profile = trace, profile
+    def __init__(self, trace: StepTrace, profile: TimeProfile, anomaly: bool = False) -> None:
+        self.trace, self.profile, self.anomaly = trace, profile, anomaly
         self._terms: dict[frozenset[str], dict[tuple[str, str], TimeLin]] = {}
         self._opt: dict[tuple[frozenset[str], str], float] = {}
+        self._lins: dict[tuple[frozenset[str], str | None], TimeLin] = {}
 
     def terms(self, sel: graph.Selection) -> dict[tuple[str, str], TimeLin]:
         t = self._terms.get(sel.trainable)
         if t is None:
-            t = self._terms[sel.trainable] = step_terms(self.trace, sel, self.profile)
+            t = self._terms[sel.trainable] = step_terms(self.trace, sel, self.profile,
+                                                        self.anomaly)
         return t
 
     def optimizer_s(self, sel: graph.Selection, optimizer: str) -> float:
@@ -207,13 +241,23 @@ class StepTimer:
                                                    self.profile)
         return v
 
+    def lin(self, sel: graph.Selection, optimizer: str | None) -> TimeLin:
+        """The whole step as one :data:`TimeLin` (``optimizer`` None: without its step)."""
+        key = (sel.trainable, optimizer)
+        v = self._lins.get(key)
+        if v is None:
+            c0 = self.optimizer_s(sel, optimizer) if optimizer else 0.0
+            cb = cr = 0.0
+            for a, b, c in self.terms(sel).values():
+                c0, cb, cr = c0 + a, cb + b, cr + c
+            v = self._lins[key] = (c0, cb, cr)
+        return v
+
     def seconds(self, sel: graph.Selection, optimizer: str | None, batch: int,
                 replay: int = 0) -> float:
         """The step's seconds (``optimizer`` None: forward and backward only)."""
-        total = self.optimizer_s(sel, optimizer) if optimizer else 0.0
-        for c0, cb, cr in self.terms(sel).values():
-            total += c0 + cb * batch + cr * replay
-        return total
+        c0, cb, cr = self.lin(sel, optimizer)
+        return c0 + cb * batch + cr * replay
 
     def forward_lin(self, sel: graph.Selection) -> TimeLin:
         out = [0.0, 0.0, 0.0]

@@ -58,7 +58,7 @@ def test_step_time_is_affine_in_the_batch():
     s = methods.resolve(Scenario(method="sgd", impl="costcl", batch_size=8, **SMALL))
     sm = engine.step_model(s, methods.get("sgd", "costcl"))
     sel = sm.plan(sm.all_params()).selection
-    t = timer(sm.trace, generic("cpu"))
+    t = timer(sm, generic("cpu"))
     a, b, c = (t.seconds(sel, "sgd", n) for n in (8, 16, 32))
     assert b - a == pytest.approx((c - b) / 2, rel=1e-9)
     assert a > 0
