@@ -43,6 +43,11 @@ def validation_table(v: ValidationLike, console: Console) -> None:
                   _err(v.peak_error))
         if v.compared_with == "instrumented":
             t.add_row("peak memory, uninstrumented run", f"{mib(e.memory.peak_bytes)} MiB", "", "")
+        if m.get("peak_with_scratch_bytes"):  # CPU plain run: what the allocator handed out
+            extra = m["peak_with_scratch_bytes"] - m["peak_bytes"]
+            t.add_row("peak with kernel scratch (not predicted)", "",
+                      f"{mib(m['peak_with_scratch_bytes'])} MiB",
+                      f"+{100 * extra / m['peak_bytes']:.2f}% over op level" if extra else "-")
         if m.get("reserved_bytes"):
             t.add_row("reserved by the CUDA allocator", "", f"{mib(m['reserved_bytes'])} MiB", "")
     t.add_row("forward FLOPs", flops(e.step.forward_flops), flops(m["forward_flops"]),

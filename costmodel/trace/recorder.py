@@ -106,6 +106,14 @@ class _Placeholder:
 
 
 class _Recorder(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """No: a trace is never compiled.  Left at True, torch wraps ``__torch_dispatch__``
+        in ``torch._dynamo.disable``, whose first call imports torch._dynamo (6 s on
+        this machine's 2 cores, half a cold estimate) and whose every call costs a frame
+        callback swap."""
+        return False
+
     def __init__(self, module_stack: list[str]) -> None:
         super().__init__()
         self.raw = RawTrace()
@@ -167,12 +175,14 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-_SHAPE_ONLY = {torch.ops.aten.native_batch_norm.default}
+_SHAPE_ONLY = {torch.ops.aten.native_batch_norm.default, torch.ops.aten.convolution.default,
+               torch.ops.aten.cat.default}
 """Ops whose meta kernel is a slow Python decomposition (batch norm: about 60% of a CIFAR
-ResNet's trace) and whose outputs are new tensors that depend only on the arguments'
-shapes, strides, dtypes and flags: computed once per signature, then made as empty
-tensors with the same metadata.  Their in-place updates of the running statistics change
-nothing on meta tensors."""
+ResNet's trace; ``cat``'s reference, whose first call imports torch._dynamo, 6 s) and
+whose outputs are new tensors that depend only on the arguments' shapes, strides, dtypes
+and flags: computed once per signature, then made as empty tensors with the same
+metadata.  Batch norm's in-place updates of the running statistics change nothing on
+meta tensors."""
 _OUTPUTS: dict[tuple, tuple] = {}
 
 
@@ -188,10 +198,14 @@ def _like_before(func, args: tuple, kwargs: dict) -> object:  # noqa: ANN001
     spec = _OUTPUTS.get(key)
     if spec is None:
         out = func(*args, **kwargs)
-        _OUTPUTS[key] = tuple((tuple(t.shape), t.stride(), t.dtype) for t in out)
+        one = isinstance(out, torch.Tensor)
+        _OUTPUTS[key] = (one, tuple((tuple(t.shape), t.stride(), t.dtype)
+                                    for t in ((out,) if one else out)))
         return out
-    return tuple(torch.empty_strided(shape, stride, dtype=dtype, device="meta")
-                 for shape, stride, dtype in spec)
+    one, outs = spec
+    made = tuple(torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+                 for shape, stride, dtype in outs)
+    return made[0] if one else made
 
 
 def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
