@@ -135,7 +135,7 @@ def benches(device: str) -> list[Bench]:
         lin["bwd_in"].append((lambda g=g, w=w: g @ w.t(), f))
         lin["bwd_w"].append((lambda x=x, g=g: x.t() @ g, f))
     out += [Bench(f"linear.{p}", tuple(r)) for p, r in lin.items()]
-    sizes = (1 << 14, 1 << 21)
+    sizes = (1 << 14, 1 << 22)  # 64 KiB, and 16 MiB: out of cache, as a batch of maps is
     xs = {n: torch.rand(n, device=device) for n in sizes}
     ys = {n: torch.rand(n, device=device) for n in sizes}
     out.append(Bench("eltwise.fwd", tuple(
