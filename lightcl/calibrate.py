@@ -1,7 +1,7 @@
 """``costcl calibrate``: this machine's rates, from a short set of micro-benchmarks.
 
 Each rate of :mod:`costmodel.time_profile` is measured on an op of its class at
-two sizes (the median of a few runs after a warm-up), and the two points give
+two sizes (the fastest of seven runs after a warm-up), and the two points give
 the affine rate ``seconds = fixed_s + amount / per_s`` the time model reads.
 The sizes are those of the CIFAR-sized networks costcl ships (a 3-channel stem,
 16-channel maps at 32x32, 64 at 16x16, 256 at 8x8, a depthwise layer), where the
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,9 +38,12 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_seconds(fn: Callable[[], object], device: str, reps: int = 5,
-                   min_s: float = 0.002) -> float:
-    """Median seconds of ``fn`` (repeated inside a sample until it takes ``min_s``)."""
+def fastest_seconds(fn: Callable[[], object], device: str, reps: int = 7,
+                    min_s: float = 0.002) -> float:
+    """Seconds of ``fn``: the fastest of ``reps`` samples, each repeated until it takes
+    ``min_s``.  The fastest, not the median: another process on a shared machine only
+    ever adds time (a scheduler slice of several milliseconds to a 2-thread op), and
+    the profile is this machine's own speed."""
     fn()
     _sync(device)
     inner = 1
@@ -58,7 +60,7 @@ def median_seconds(fn: Callable[[], object], device: str, reps: int = 5,
             fn()
         _sync(device)
         samples.append((time.perf_counter() - t) / inner)
-    return statistics.median(samples)
+    return min(samples)
 
 
 def fit_rate(points: list[tuple[float, float]]) -> Rate:
@@ -226,14 +228,14 @@ def calibrate(device: str = "cpu", progress: Progress | None = None,
         tell(bench.key)
         if bench.key.startswith("optimizer."):
             (f_small, a_small, n_small), (f_big, a_big, n_big) = bench.runs  # type: ignore[misc]
-            s_small, s_big = median_seconds(f_small, device), median_seconds(f_big, device)
+            s_small, s_big = fastest_seconds(f_small, device), fastest_seconds(f_big, device)
             # s = n * fixed + a / per_s, two equations
             per_elem = max((s_big - s_small * n_big / n_small) / (a_big - a_small * n_big / n_small),
                            1e-15)
             fixed = max((s_small - a_small * per_elem) / n_small, 0.0)
             rates[bench.key] = Rate(fixed, 1 / per_elem)
             continue
-        points = [(amount, median_seconds(fn, device)) for fn, amount in bench.runs]
+        points = [(amount, fastest_seconds(fn, device)) for fn, amount in bench.runs]
         if bench.key == "node":
             (k1, s1), (k2, s2) = points  # seconds per node: the slope; no fixed part
             rates["node"] = Rate(max((s2 - s1) / (k2 - k1), 0.0))
