@@ -57,7 +57,8 @@ def _exemplar_curves(s: Scenario, names: list[str], budgets_mib: list[float]) ->
         batch = pm.s.batch_size
         row = []
         for b in budgets_mib:
-            n = largest(lambda k, b=b: pm.peak(batch, k) <= b * MIB, 0, cap=1 << 24)
+            n = largest(lambda k, b=b: pm.peak(batch, k) <= b * MIB, 0,
+                        cap=pm.buffer_limit or 1 << 24)
             row.append((b, n if n >= 0 else None))
         out.points[name] = row
     return out

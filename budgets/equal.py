@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from budgets.accounting import MIB, WORD_BYTES, exemplar_bytes
-from budgets.fit import PeakModel, largest, stored_format
+from budgets.fit import CAP, PeakModel, largest, stored_format
 from costmodel import checks, engine, methods
 from costmodel.errors import CostclError
 from costmodel.estimation import estimate
@@ -100,11 +100,12 @@ def _runtime_row(name: str, given: Scenario, s: Scenario, budget_bytes: int) -> 
     given (a replay batch that follows the buffer, LightCL's, keeps following it)."""
     pm = PeakModel(given)
     model = pm.peak(s.batch_size, 0)
-    if not pm.uses_buffer():
+    if not pm.uses_buffer() and pm.buffer_limit is None:
         return _shared_out(name, model, 0, budget_bytes)
     if model > budget_bytes:
         return _shared_out(name, model, stored_format(s), budget_bytes)
-    n = largest(lambda k: pm.peak(s.batch_size, k) <= budget_bytes, 0)
+    n = largest(lambda k: pm.peak(s.batch_size, k) <= budget_bytes, 0,
+                cap=pm.buffer_limit or CAP)
     per = -(-(pm.peak(s.batch_size, n) - model) // n) if n else stored_format(s)
     return EqualRow(name, model, per, n, 0)
 

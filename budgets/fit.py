@@ -31,6 +31,8 @@ class PeakModel:
         self.s = methods.resolve(s)
         self.method = methods.get(self.s.method, self.s.impl)
         self.models = variant_models(self.s, self.method)
+        self.buffer_limit = self.method.buffer_limit(self.s)
+        """The most samples the code can store (the LightCL repository: one batch)."""
         self._cache: dict[tuple[int, int], int] = {}
 
     def peak(self, batch: int, buffer: int | None = None) -> int:
@@ -128,9 +130,9 @@ def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None,
     pm = PeakModel(s, count_host=profile.unified)
     batch = largest(lambda b: pm.peak(b) <= usable, 1)
     buffer = None
-    if pm.uses_buffer():
+    if pm.uses_buffer() or pm.buffer_limit is not None:
         at = max(batch, 1) if batch < pm.s.batch_size else pm.s.batch_size
-        buffer = largest(lambda n: pm.peak(at, n) <= usable, 0, cap=1 << 22)
+        buffer = largest(lambda n: pm.peak(at, n) <= usable, 0, cap=pm.buffer_limit or 1 << 22)
     result = FitResult(profile, pm.s, batch, pm.peak(batch) if batch else None, pm.peak(batch + 1),
                        buffer)
     for name in others or []:

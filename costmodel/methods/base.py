@@ -59,6 +59,8 @@ class Option:
     def check(self, key: str, value: Any) -> Any:
         """``value`` in the default's type, or a one-line error naming ``key`` and the fix."""
         name = f"--option {key}"
+        if value == self.default and type(value) is type(self.default):
+            return value  # resolved before (an empty default means "the method chooses")
         if isinstance(self.default, bool):
             return checks.boolean(value, name)
         if isinstance(self.default, int):
@@ -288,6 +290,11 @@ class Method:
     def replays_in(self, variant: str = "main") -> bool:
         """Does a variant's step draw replayed samples?  Never on the first task (no buffer yet)."""
         return self.replays and variant != "first"
+
+    def buffer_limit(self, s: Scenario) -> int | None:
+        """The most samples the code can store, whatever the buffer size asked (``None``:
+        no limit of its own).  A budget search stops there."""
+        return None
 
     def replay_batch(self, s: Scenario, variant: str = "main") -> int:
         """Replayed samples per step of a variant of a resolved scenario."""

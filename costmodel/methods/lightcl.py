@@ -309,6 +309,15 @@ class LightCLRepository(LightCL):
     def anomaly_mode(self, variant: str = "main") -> bool:
         return variant != "first"  # switched on in the first later task's first step
 
+    def replay_batch(self, s: Scenario, variant: str = "main") -> int:
+        """The stored samples are the first ``buffer_size`` of the task's first batch
+        (LightCL.py:168-171): a batch smaller than the buffer keeps the whole batch."""
+        return min(super().replay_batch(s, variant), s.batch_size)
+
+    def buffer_limit(self, s: Scenario) -> int | None:
+        """``input[:Buffer_num]`` of one batch (LightCL.py:171): never more than the batch."""
+        return s.batch_size
+
     def prepared_trainable(self, s: Scenario, net: nn.Module, variant: str = "main") -> frozenset[str]:
         """The reference forward runs before my_train sets the flags (LightCL.py:172 against
         117-120): in task 1 with task 0's, which train layer3.1 too in the sparse run.
