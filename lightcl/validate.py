@@ -104,14 +104,15 @@ def _register(tracker: StorageTracker, r: StepRunner) -> list:
     return tracker.watch_gradients(r.net.parameters())
 
 
-def measure_cpu_peak(s: Scenario, fake: bool = False) -> dict[str, Any]:
+def measure_cpu_peak(s: Scenario, fake: bool = False, variant: str = "main") -> dict[str, Any]:
     """Peak over two steps on the CPU, with the storage tracker."""
     resolved = methods.resolve(s)  # trace on meta first: a trace cannot run under fake tensors
-    engine.step_model(resolved, methods.get(resolved.method, resolved.impl))
+    engine.step_model(resolved, methods.get(resolved.method, resolved.impl), variant)
     ctx = fake_cpu() if fake else contextlib.nullcontext()
     with ctx:
         tracker = StorageTracker()
-        r = build_runner(s, "cpu", observer=_PhaseSwitch(tracker), seed=None if fake else 0)
+        r = build_runner(s, "cpu", variant, observer=_PhaseSwitch(tracker),
+                         seed=None if fake else 0)
         hooks = _register(tracker, r)
         with tracker.mode:
             for _ in range(2):
@@ -126,7 +127,19 @@ def measure_cpu_peak(s: Scenario, fake: bool = False) -> dict[str, Any]:
     return {"peak_bytes": tracker.peak, "breakdown_bytes": tracker.peak_breakdown}
 
 
-def measure_cpu_plain_peak(s: Scenario) -> dict[str, Any]:
+def peak_variant(s: Scenario) -> str:
+    """The step variant where the predicted step peak is (FOSTER's compression, a later
+    task's step): the one validate runs, so measured and predicted are the same step."""
+    from costmodel.estimation import peak_memory, variant_models
+
+    method = methods.get(s.method, s.impl)
+    models = variant_models(s, method)
+    peaks = {v: peak_memory(s, method, {v: sm}, s.batch_size,
+                            method.replay_batch(s, v)).peak_bytes for v, sm in models.items()}
+    return max(peaks, key=lambda v: (peaks[v], v == "main"))
+
+
+def measure_cpu_plain_peak(s: Scenario, variant: str = "main") -> dict[str, Any]:
     """Peak of the second of two plain steps on the CPU, from torch.profiler's memory
     events: no dispatch mode watches, so autograd runs as in a user's run.  Everything
     the runner builds counts; kernel scratch (allocated and freed inside one op) is
@@ -134,7 +147,7 @@ def measure_cpu_plain_peak(s: Scenario) -> dict[str, Any]:
     from lightcl.profiled import PlainRunProfile
 
     with PlainRunProfile() as prof:
-        r = build_runner(s, "cpu")
+        r = build_runner(s, "cpu", variant)
         r.step()
         with prof.window("step"):
             r.step()
@@ -167,9 +180,9 @@ def time_steps(s: Scenario, device: str, steps: int) -> float:
     return median_step_seconds(build_runner(s, device), steps)
 
 
-def measure_cuda_peak(s: Scenario) -> dict[str, Any]:
+def measure_cuda_peak(s: Scenario, variant: str = "main") -> dict[str, Any]:
     torch.cuda.empty_cache()
-    r = build_runner(s, "cuda")
+    r = build_runner(s, "cuda", variant)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     try:
@@ -200,14 +213,18 @@ def validate(s: Scenario, device: str = "cpu", steps: int = 3, fake: bool = Fals
     say("predicting")
     predicted = estimate(s, profile=profile)  # profile: the time model's device speeds
     notes = []
+    variant = peak_variant(s)
+    if variant != "main":
+        notes.append(f"the predicted step peak is in the {variant!r} step: that step's memory "
+                     "is measured (FLOPs and time: the main step)")
     if device == "cuda":
         say("measuring peak memory (CUDA allocator)")
-        measured = measure_cuda_peak(s)
+        measured = measure_cuda_peak(s, variant)
         compared, seen = "runtime", None
         name = torch.cuda.get_device_name()
     elif fake:
         say("measuring peak memory (storage tracker, fake tensors)")
-        measured = measure_cpu_peak(s, fake=True)
+        measured = measure_cpu_peak(s, fake=True, variant=variant)
         measured["reserved_bytes"] = None
         seen = estimate(s, instrumented=True).memory.peak_bytes
         compared = "instrumented"
@@ -218,7 +235,7 @@ def validate(s: Scenario, device: str = "cpu", steps: int = 3, fake: bool = Fals
             notes.append("anomaly checks need real tensors: the fake run leaves them out")
     else:
         say("measuring peak memory (torch.profiler, the plain run)")
-        measured = measure_cpu_plain_peak(s)
+        measured = measure_cpu_plain_peak(s, variant)
         measured["reserved_bytes"] = None
         compared, seen = "runtime", None
         name = "cpu"
