@@ -8,8 +8,14 @@ whether the model built on meta or needed a fallback route
 (:data:`costmodel.models.registry.ROUTES`).  Why: "any torchvision model" is a
 claim; this checks it model by model, and says where the count differs.
 
-Run: python benchmarks/torchvision_sweep.py [--models a,b,c] [--json OUT]
-(all 80 on 2 CPU cores: several minutes).
+With ``--peak``, each model whose predicted peak fits ``--peak-limit-gib`` also runs two
+real SGD steps on the CPU, and the second step's peak is read from torch.profiler's
+memory events (:func:`lightcl.validate.measure_cpu_plain_peak`, no dispatch mode in
+the run): op level (what costcl predicts) and with kernel scratch (what the CPU
+allocator handed out inside oneDNN's kernels, which costcl does not predict yet).
+
+Run: python benchmarks/torchvision_sweep.py [--models a,b,c] [--peak] [--json OUT]
+(all 80 on 2 CPU cores: several minutes; with --peak about 40).
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from costmodel import Scenario  # noqa: E402
 from costmodel.errors import CostclError  # noqa: E402
 from costmodel.estimation import estimate  # noqa: E402
 from costmodel.models.registry import build_route  # noqa: E402
-from lightcl.validate import measure_flops  # noqa: E402
+from lightcl.validate import measure_cpu_plain_peak, measure_flops  # noqa: E402
 
 BATCH = 2
 SIZE = 224
@@ -45,6 +51,17 @@ class Row:
     counter_flops: int | None
     seconds: float
     error: str | None = None
+    predicted_peak: int | None = None
+    measured_peak: int | None = None
+    """The plain run's op-level peak (torch.profiler), with ``--peak``."""
+    scratch_peak: int | None = None
+    """The same with kernel scratch."""
+
+    @property
+    def peak_error(self) -> float | None:
+        if self.measured_peak is None or self.predicted_peak is None:
+            return None
+        return (self.predicted_peak - self.measured_peak) / self.measured_peak
 
     @property
     def equal(self) -> bool:
@@ -64,8 +81,9 @@ def scenario(name: str, side: int) -> Scenario:
                     input_size=(3, side, side), num_classes=CLASSES, batch_size=BATCH)
 
 
-def run_one(name: str) -> Row:
-    """costcl's step FLOPs and FlopCounterMode's; an error is kept in the row, not raised."""
+def run_one(name: str, peak_limit_bytes: int = 0) -> Row:
+    """costcl's step FLOPs and FlopCounterMode's (and, under ``peak_limit_bytes``, the plain
+    run's peak); an error is kept in the row, not raised."""
     side = input_side(name)
     t = time.perf_counter()
     try:
@@ -73,12 +91,17 @@ def run_one(name: str) -> Row:
         ours = e.step.forward_flops + e.step.backward_flops
         counted = measure_flops(e.scenario)
         theirs = counted["forward_flops"] + counted["backward_flops"]
+        row = Row(name, side, build_route(f"torchvision:{name}"), ours, theirs, 0.0,
+                  predicted_peak=e.memory.peak_bytes)
+        if e.memory.peak_bytes <= peak_limit_bytes:
+            got = measure_cpu_plain_peak(e.scenario)
+            row.measured_peak, row.scratch_peak = got["peak_bytes"], got["peak_with_scratch_bytes"]
     except (CostclError, Exception) as err:  # noqa: BLE001 - report every failure, go on
         line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         return Row(name, side, build_route(f"torchvision:{name}"), None, None,
                    time.perf_counter() - t, f"{type(err).__name__}: {line}")
-    return Row(name, side, build_route(f"torchvision:{name}"), ours, theirs,
-               time.perf_counter() - t)
+    row.seconds = time.perf_counter() - t
+    return row
 
 
 def _fmt(v: int | None) -> str:
@@ -90,14 +113,22 @@ def print_row(r: Row) -> None:
     if r.error is None and not r.equal:
         diff = f" ({100 * (r.costcl_flops - r.counter_flops) / r.counter_flops:+.3f}%)"
     status = r.error or ("yes" if r.equal else "NO" + diff)
+    peak = ""
+    if r.peak_error is not None:
+        extra = (r.scratch_peak - r.measured_peak) / r.measured_peak
+        peak = (f"  peak {r.predicted_peak / 2**20:9.2f} MiB vs {r.measured_peak / 2**20:9.2f} "
+                f"({100 * r.peak_error:+.3f}%), with scratch {100 * extra:+.1f}%")
     print(f"{r.model:24} {r.input_size:>4} {str(r.route):>11} {_fmt(r.costcl_flops):>11} "
-          f"{_fmt(r.counter_flops):>11} {r.seconds:>6.1f}s  {status}", flush=True)
+          f"{_fmt(r.counter_flops):>11} {r.seconds:>6.1f}s  {status}{peak}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", help="comma-separated subset of torchvision names")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the rows as JSON")
+    p.add_argument("--peak", action="store_true", help="also measure the plain run's peak")
+    p.add_argument("--peak-limit-gib", type=float, default=8.0,
+                   help="measure only models predicted to peak below this (default 8)")
     args = p.parse_args(argv)
     names = torchvision.models.list_models(module=torchvision.models)
     print(f"{len(names)} torchvision classification models (torchvision {torchvision.__version__})")
@@ -112,13 +143,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{'time':>7}  equal?")
     rows = []
     for name in names:
-        rows.append(run_one(name))
+        rows.append(run_one(name, int(args.peak_limit_gib * 2**30) if args.peak else 0))
         print_row(rows[-1])
     ok = sum(r.error is None for r in rows)
     equal = sum(r.equal for r in rows)
     fallback = sum(r.route not in (None, "meta") for r in rows)
     print(f"{ok} of {len(rows)} cost without error; {equal} of {len(rows)} FLOPs equal; "
           f"{fallback} built with a fallback route")
+    peaks = [r for r in rows if r.peak_error is not None]
+    if peaks:
+        within = sum(abs(r.peak_error) <= 0.001 for r in peaks)
+        worst = max(peaks, key=lambda r: abs(r.peak_error))
+        scratch = sorted((r.scratch_peak - r.measured_peak) / r.measured_peak for r in peaks)
+        print(f"peak (plain run, op level): {within} of {len(peaks)} measured within 0.1%; "
+              f"worst {worst.model} {100 * worst.peak_error:+.3f}%; kernel scratch adds "
+              f"{100 * scratch[len(scratch) // 2]:.1f}% (median) to {100 * scratch[-1]:.1f}% "
+              "(max) over the op-level peak")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"torchvision": torchvision.__version__, "batch": BATCH,
