@@ -1,7 +1,9 @@
 """Shared helpers: run a method's real step and measure it, the way `validate` does."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 
 import pytest
 import torch
@@ -62,21 +64,31 @@ def costcl_cache_dir(tmp_path_factory):
             os.environ[k] = v
 
 
+@contextlib.contextmanager
+def importable(tmp_path_factory, module: str, source: str):
+    """A user's module (model factories, a method plugin) written to a temporary folder
+    on the import path, as ``costcl --model module:callable`` finds it from the cwd."""
+    d = tmp_path_factory.mktemp(module)
+    (d / f"{module}.py").write_text(source)
+    sys.path.insert(0, str(d))
+    try:
+        yield module
+    finally:
+        sys.path.remove(str(d))
+        sys.modules.pop(module, None)
+
+
 @pytest.fixture(scope="session")
 def tiny_factory(tmp_path_factory):
     """A user model factory importable as tinymodels:make (for registry tests)."""
-    d = tmp_path_factory.mktemp("factory")
-    (d / "tinymodels.py").write_text(
+    with importable(tmp_path_factory, "tinymodels", (
         "import torch.nn as nn\n"
         "def make(num_classes=10):\n"
         "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),\n"
         "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n"
         "def broken():\n"
-        "    raise ValueError('no weights here')\n")
-    import sys
-    sys.path.insert(0, str(d))
-    yield "tinymodels"
-    sys.path.remove(str(d))
+        "    raise ValueError('no weights here')\n")) as module:
+        yield module
 
 
 @dataclasses.dataclass

@@ -9,7 +9,6 @@ FlopCounterMode's on the same step, and its predicted peak against the plain run
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from costmodel.scenario import Scenario, load_toml, parse_input_size
 from lightcl import data
 from lightcl.runner import build_runner
 from lightcl.validate import measure_flops, validate
+from tests.conftest import importable
 
 NETS = '''
 from torch import nn
@@ -70,12 +70,8 @@ COMMON = ["--num-classes", "10", "--batch-size", "8"]
 
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory):
-    d = tmp_path_factory.mktemp("anyrank")
-    (d / f"{MODULE}.py").write_text(NETS)
-    sys.path.insert(0, str(d))
-    yield MODULE
-    sys.path.remove(str(d))
-    sys.modules.pop(MODULE, None)
+    with importable(tmp_path_factory, MODULE, NETS) as module:
+        yield module
 
 
 def scenario(name: str, **changes) -> Scenario:

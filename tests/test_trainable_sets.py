@@ -11,7 +11,6 @@ benchmarks/trainable_sets.py, quoted in the README.
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from costmodel.estimation import estimate
 from costmodel.scenario import Scenario
 from costmodel.trace import saved_guards, saved_guards_table
 from lightcl.validate import measure_cpu_plain_peak
+from tests.conftest import importable
 
 NETS = '''
 from torchvision.models.vision_transformer import VisionTransformer
@@ -35,12 +35,8 @@ MODULE = "trainable_set_nets"
 
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trainsets")
-    (d / f"{MODULE}.py").write_text(NETS)
-    sys.path.insert(0, str(d))
-    yield MODULE
-    sys.path.remove(str(d))
-    sys.modules.pop(MODULE, None)
+    with importable(tmp_path_factory, MODULE, NETS) as module:
+        yield module
 
 
 def trainable_sets(names: set[str], kinds: dict[str, str]) -> dict[str, frozenset[str]]:
