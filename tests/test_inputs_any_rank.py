@@ -32,6 +32,21 @@ def kws(num_classes=10):
                          nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, num_classes))
 
 
+class TinyLSTM(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.lstm = nn.LSTM(16, 32, batch_first=True)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):  # (B, 800) -> 50 steps of 16 features
+        out, _ = self.lstm(x.view(x.shape[0], -1, 16))
+        return self.fc(out[:, -1])
+
+
+def lstm(num_classes=10):
+    return TinyLSTM(num_classes)
+
+
 def mlp(num_classes=10):
     return nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, num_classes))
 
@@ -194,3 +209,14 @@ def test_attention_math_keeps_the_attention_matrix(nets):
     # 2 heads x 32 x 32 fp32 softmax output per sample, at least, kept for backward
     assert math_path.memory.peak_bytes - fused.memory.peak_bytes >= 8 * 2 * 32 * 32 * 4
     assert fused.step.forward_flops == math_path.step.forward_flops  # QK^T and PV either way
+
+
+def test_an_lstm_is_costed_as_meta_runs_it_and_says_so(nets):
+    """On the CPU the LSTM runs as one oneDNN kernel with a workspace costcl does not model;
+    the estimate says which path it costed, and its FLOPs are that path's."""
+    s = Scenario(model=f"{MODULE}:lstm", num_classes=10, batch_size=8, input_size=(800,))
+    e = estimate(s)
+    assert any(n.startswith("LSTM layers are costed as their cell unrolled") for n in e.notes)
+    measured = measure_flops(e.scenario)
+    assert (e.step.forward_flops, e.step.backward_flops) == (measured["forward_flops"],
+                                                              measured["backward_flops"])
