@@ -16,7 +16,7 @@ from typing import Any
 
 from costmodel import conventions, engine, methods, paper
 from costmodel.errors import CostclError
-from costmodel.input_checks import recurrent_note, small_input_note
+from costmodel.input_checks import cuda_workspace_note, recurrent_note, small_input_note
 from costmodel.layers import LayerCost, layer_table
 from costmodel.memory.optimizers import optimizer
 from costmodel.memory.simulate import CATEGORIES
@@ -249,9 +249,9 @@ def _estimate(s: Scenario, convention: str, flops_convention: str, instrumented:
     table = tuple(layer_table(main.trace, plan, B, R)) if layers else None
     notes = list(method.notes(s)) if hasattr(method, "notes") else []
     notes.append(implementation_note(method))
-    recurrent = recurrent_note(main.trace, s.device)
-    if recurrent:
-        notes.append(recurrent)
+    for note in (recurrent_note(main.trace, s.device), cuda_workspace_note(s.device)):
+        if note:
+            notes.append(note)
     small = small_input_note(main.trace, main.network)
     if small:
         notes.append(small)

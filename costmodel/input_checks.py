@@ -62,3 +62,17 @@ def recurrent_note(trace: StepTrace, device: str) -> str | None:
             f"meta tensors; FLOPs as FlopCounterMode counts that path); on {device} PyTorch "
             f"runs {kernel}, whose workspace costcl does not model: memory is a lower bound "
             "(a one-layer LSTM at batch 8: 49% under the CPU's measured peak)")
+
+
+def cuda_workspace_note(device: str) -> str | None:
+    """What a CUDA prediction assumes about library workspaces, named rather than hidden.
+
+    PyTorch allocates cuBLAS's workspace through the caching allocator at a handle's
+    first matrix product on a stream (``getNewWorkspace``; ``CUBLAS_WORKSPACE_CONFIG``,
+    by default a few MiB, more on Hopper) and cuDNN's per convolution algorithm; both
+    count in ``max_memory_allocated``.  Neither has been measured against costcl yet."""
+    if device != "cuda":
+        return None
+    return ("cuda: the prediction includes no cuBLAS workspace (PyTorch allocates it at the "
+            "first matrix product, per handle and stream; CUBLAS_WORKSPACE_CONFIG sets it) "
+            "and no cuDNN convolution workspace (the algorithm's own)")

@@ -220,3 +220,9 @@ def test_an_lstm_is_costed_as_meta_runs_it_and_says_so(nets):
     measured = measure_flops(e.scenario)
     assert (e.step.forward_flops, e.step.backward_flops) == (measured["forward_flops"],
                                                               measured["backward_flops"])
+
+
+def test_a_cuda_estimate_names_the_library_workspaces_it_leaves_out():
+    cuda = estimate(Scenario(device="cuda", batch_size=8)).notes
+    assert any(n.startswith("cuda: the prediction includes no cuBLAS workspace") for n in cuda)
+    assert not any("cuBLAS" in n for n in estimate(Scenario(batch_size=8)).notes)
