@@ -85,6 +85,9 @@ class MemoryPoint:
     breakdown: dict[str, int]
     phase: str
     where: str
+    with_scratch_bytes: int | None = None
+    """The peak with the CPU kernels' scratch (:mod:`~costmodel.memory.kernel_scratch`);
+    ``None`` where it is not modelled (CUDA, an instrumented run)."""
 
 
 @dataclass
@@ -96,6 +99,7 @@ class Plan:
     _tot: np.ndarray = field(repr=False, default=None)  # (checkpoints, 3)
     _after: np.ndarray = field(repr=False, default=None)  # (3,)
     _state_cache: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict, repr=False)
+    _scratch: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._tot = self.timeline.coef.sum(axis=1)
@@ -129,7 +133,26 @@ class Plan:
         breakdown["optimizer_state"] = state
         for name, value in constants.items():
             breakdown[name] = breakdown.get(name, 0) + value
-        return MemoryPoint(sum(breakdown.values()), breakdown, phase, where)
+        peak = sum(breakdown.values())
+        return MemoryPoint(peak, breakdown, phase, where,
+                           self._with_scratch(totals, x, peak, state + sum(constants.values())))
+
+    def _with_scratch(self, totals: np.ndarray, x: np.ndarray, peak: int,
+                      outside: int) -> int | None:
+        """The op-level peak or a kernel's scratch over its checkpoint, whichever is higher."""
+        if self.timeline.scratch is None:
+            return None
+        if not self.timeline.scratch:
+            return peak
+        k, extra = self._scratch_arrays()
+        return max(peak, int((totals[k] + extra @ x).max()) + outside)
+
+    def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._scratch is None:
+            s = self.timeline.scratch
+            self._scratch = (np.array([k for k, _ in s], dtype=np.int64),
+                             np.array([e for _, e in s], dtype=np.int64).reshape(len(s), 3))
+        return self._scratch
 
 
 def _cuda_sizer(batch: int, replay: int) -> Any:
@@ -166,7 +189,9 @@ class StepModel:
             sel = graph.select(self.trace, trainable, self.prepared_trainable)
             sizer = _cuda_sizer(*(at or (1, 0))) if device == "cuda" else None
             tl = simulate(self.trace, sel, in_place_accumulation=not instrumented, sizer=sizer,
-                          anomaly=self.anomaly)
+                          anomaly=self.anomaly, kernel_scratch=device == "cpu" and not instrumented)
+            if device != "cpu" or instrumented:
+                tl.scratch = None  # not modelled: no answer rather than the op-level one
             grad_sizes = [cuda_block_bytes(v) if device == "cuda" else v
                           for v in tl.grad_bytes.values()]
             plan = Plan(sel, tl, graph.flops(self.trace, sel), grad_sizes)

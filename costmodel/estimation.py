@@ -75,6 +75,10 @@ class MemoryCost:
     """'step (phase, op)' or 'WORK (phase, op)'."""
     host_bytes: int = 0
     """What the implementation keeps outside the device allocator (host exemplars)."""
+    peak_with_scratch_bytes: int | None = None
+    """The step's peak with the CPU kernels' own buffers (oneDNN's reorders,
+    :mod:`costmodel.memory.kernel_scratch`): what the CPU allocator hands out.  ``None``
+    where not modelled (CUDA)."""
 
     @property
     def peak_mib(self) -> float:
@@ -128,6 +132,7 @@ class Estimate:
                 "run_peak_bytes": self.memory.run_peak_bytes,
                 "run_peak_where": self.memory.run_peak_where,
                 "host_bytes": self.memory.host_bytes,
+                "peak_with_scratch_bytes": self.memory.peak_with_scratch_bytes,
             },
             "params": {"total": self.total_params, "trainable": self.trainable_params},
             "notes": list(self.notes),
@@ -261,7 +266,8 @@ def _estimate(s: Scenario, convention: str, flops_convention: str, instrumented:
     timed = time_cost(s, method, models, plans, profile)
     return Estimate("runtime", flops_convention, s, step, run,
                     MemoryCost(sum(breakdown.values()), breakdown, memory.phase, memory.where,
-                               whole.peak_bytes, whole.where, host),
+                               whole.peak_bytes, whole.where, host,
+                               memory.with_scratch_bytes),
                     n_train, total, table, tuple(notes), trainable, timed)
 
 
@@ -289,8 +295,10 @@ def peak_memory(s: Scenario, method: Method, models: dict[str, engine.StepModel]
         constants = {"buffer": stored["buffer"],
                      "method_state": stored["method_state"] + sm.state_bytes["method_state"]}
         point = plan.memory(batch, r, opt, s.device, constants)
+        scratch = [point.with_scratch_bytes] + ([] if memory is None else [memory.with_scratch_bytes])
         if memory is None or point.peak_bytes > memory.peak_bytes:
             memory = point
+        memory.with_scratch_bytes = None if None in scratch else max(scratch)
     assert memory is not None
     return memory
 

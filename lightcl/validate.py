@@ -45,6 +45,13 @@ class Validation:
         return None if not got else (self.compared_peak_bytes - got) / got
 
     @property
+    def scratch_peak_error(self) -> float | None:
+        """Predicted against measured peak with the CPU kernels' scratch (plain CPU run)."""
+        got = self.measured.get("peak_with_scratch_bytes")
+        want = self.predicted.memory.peak_with_scratch_bytes
+        return None if not got or want is None else (want - got) / got
+
+    @property
     def flops_error(self) -> float | None:
         got = self.measured.get("forward_flops", 0) + self.measured.get("backward_flops", 0)
         want = self.predicted.step.forward_flops + self.predicted.step.backward_flops
@@ -57,7 +64,9 @@ class Validation:
             "measured": self.measured,
             "compared_with": self.compared_with,
             "compared_peak_bytes": self.compared_peak_bytes,
-            "relative_error": {"peak_bytes": self.peak_error, "flops": self.flops_error},
+            "relative_error": {"peak_bytes": self.peak_error,
+                               "peak_with_scratch_bytes": self.scratch_peak_error,
+                               "flops": self.flops_error},
             "notes": self.notes,
         }
 
@@ -239,8 +248,8 @@ def validate(s: Scenario, device: str = "cpu", steps: int = 3, fake: bool = Fals
         measured["reserved_bytes"] = None
         compared, seen = "runtime", None
         name = "cpu"
-        notes.append("measured on the plain run (torch.profiler memory events, op level; "
-                     "kernel scratch in peak_with_scratch_bytes)")
+        notes.append("measured on the plain run (torch.profiler memory events): op level, and "
+                     "with the kernels' scratch (oneDNN's reorders) in peak_with_scratch_bytes")
     say("counting FLOPs (FlopCounterMode)")
     measured |= measure_flops(s)
     if not measured.get("oom"):

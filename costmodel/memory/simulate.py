@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from costmodel.memory import backward_rules
+from costmodel.memory import kernel_scratch as ks
 from costmodel.memory import graph
 from costmodel.memory.graph import Selection
-from costmodel.trace.records import Lin, StepTrace, StorageKind
+from costmodel.trace.records import Lin, NodeFact, StepTrace, StorageKind
 
 CATEGORIES = ("parameters", "model_buffers", "inputs", "activations", "gradients",
               "temporaries", "buffer", "method_state")
@@ -56,6 +57,9 @@ class Timeline:
     """Bytes per category (categories x 3) once the step's last backward is done."""
     grad_bytes: dict[str, int]
     """Gradient bytes of each trainable parameter, in parameter order."""
+    scratch: list[tuple[int, Lin]] = None  # type: ignore[assignment]
+    """(checkpoint, bytes): the CPU kernel's scratch over checkpoint ``k``, one entry per
+    alternative of :mod:`~costmodel.memory.kernel_scratch` (empty unless asked for)."""
 
     def totals(self, batch: int, replay: int = 0) -> np.ndarray:
         return self.coef[:, :, 0].sum(1) + self.coef[:, :, 1].sum(1) * batch \
@@ -91,7 +95,8 @@ class _Memory:
 
 
 def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = True,
-             sizer: Sizer | None = None, anomaly: bool = False) -> Timeline:
+             sizer: Sizer | None = None, anomaly: bool = False,
+             kernel_scratch: bool = False) -> Timeline:
     """The step's memory timeline.
 
     ``anomaly``: the code runs with ``torch.autograd.set_detect_anomaly(True)``:
@@ -156,6 +161,12 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
 
     kept_until = sel.kept_until or {}
     itemsize = trace.element_size
+    scratch: list[tuple[int, Lin]] = []
+    plain_input = _plain_input_convolutions(trace) if kernel_scratch else set()
+
+    def over_last(extras: list[Lin]) -> None:
+        """Scratch alternatives over the checkpoint just taken."""
+        scratch.extend((len(mem.points) - 1, e) for e in extras)
 
     def let_go(sid: int) -> None:
         """A graph no longer keeps ``sid``: free it if the program is done with it too."""
@@ -172,6 +183,9 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
             for sid in op.outputs:
                 mem.add(category_of.get(sid, ACTS), nbytes[sid])
             mem.checkpoint("forward", op.module or op.name)
+            if kernel_scratch and op.name in ks.FORWARD_OPS and op.outputs and len(op.inputs) > 1:
+                over_last(ks.conv_forward(nbytes[op.inputs[0]], nbytes[op.inputs[1]],
+                                          nbytes[op.outputs[0]], op.module in plain_input))
             for sid in dies_after.get(i, ()):
                 dead.add(sid)
                 if not holders.get(sid):
@@ -226,6 +240,8 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                 mem.add(TEMPS, scratch, -1)
             elif allocated:
                 mem.checkpoint("backward", node.name)
+                if kernel_scratch and node.name in ks.BACKWARD_NODES:
+                    over_last(_backward_scratch(node, nodes, active, nbytes))
             for g in received:
                 release(g)
             if node.name not in backward_rules.EXPANDS:
@@ -284,4 +300,33 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     mem.add(ACTS, tuple(carried), -1)  # the previous step's results are replaced now
     coef = np.array(mem.points, dtype=np.int64).reshape(len(mem.points), len(CATEGORIES), 3)
     ordered = {name: grad_bytes[name] for name in trace.param_sids if name in grad_bytes}
-    return Timeline(coef, mem.phase, mem.where, np.array(mem.cur, dtype=np.int64), ordered)
+    return Timeline(coef, mem.phase, mem.where, np.array(mem.cur, dtype=np.int64), ordered,
+                    scratch)
+
+
+def _plain_input_convolutions(trace: StepTrace) -> set[str]:
+    """Convolutions whose input oneDNN takes in its plain layout (fewer than 8 channels, an
+    image), and transposed ones (no rule: left out of the scratch)."""
+    kinds = {m.name: m.type for m in trace.modules}
+    out = set()
+    for name, (shape_in, _) in trace.module_shapes.items():
+        if kinds.get(name, "").startswith("Conv") and len(shape_in) > 1 and shape_in[1][0] < 8:
+            out.add(name)
+    return out
+
+
+def _backward_scratch(node: NodeFact, nodes: list[NodeFact], active: tuple[bool, ...],
+                      nbytes: list[Lin]) -> list[Lin]:
+    def needs(k: int) -> bool:
+        return k < len(node.edges) and node.edges[k] is not None and active[node.edges[k][0]]
+
+    if node.name == "NativeBatchNormBackward0":
+        edge = node.edges[0]
+        return ks.batch_norm_backward(nodes[edge[0]].slot_bytes[edge[1]] if edge else (0, 0, 0),
+                                      needs(0))
+    if not node.kernel.startswith("conv") or "transposed" in node.kernel or len(node.saved) < 2:
+        return []
+    x, w = nbytes[node.saved[0]], nbytes[node.saved[1]]  # (input, weight): _saved_ order
+    small = next((int(p[5:]) for p in node.kernel.split(":") if p.startswith("small")), 0)
+    return ks.conv_backward(x, w, node.slot_bytes[0], "strided" in node.kernel, needs(0),
+                            needs(1), bool(small), small)

@@ -60,6 +60,7 @@ class RawNode:
     saved: tuple[int, ...]
     leaf: str | None
     saved_when: tuple[tuple[int, ...] | None, ...] = ()
+    kernel: str = ""
 
 
 @dataclass
@@ -121,7 +122,7 @@ def combine(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
     nodes = [
         NodeFact(n1.name, n1.edges,
                  tuple(lin(a, b, c) for a, b, c in zip(n1.slot_bytes, n2.slot_bytes, n3.slot_bytes)),
-                 n1.saved, n1.leaf, n1.saved_when)
+                 n1.saved, n1.leaf, n1.saved_when, n1.kernel)
         for n1, n2, n3 in zip(r1.nodes, r2.nodes, r3.nodes)
     ]
     params = dict(model.named_parameters())

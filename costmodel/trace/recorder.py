@@ -243,8 +243,21 @@ def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
             index[("leaf", id(n.variable))] = index[n]
         edges = tuple(None if fn is None else (index[fn], slot) for fn, slot in n.next_functions)
         slot_bytes = tuple(torch.Size(m.shape).numel() * m.dtype.itemsize for m in n._input_metadata)
-        nodes.append(RawNode(name, edges, slot_bytes, tuple(when), leaf, tuple(when.values())))
+        nodes.append(RawNode(name, edges, slot_bytes, tuple(when), leaf, tuple(when.values()),
+                             _kernel(n, name)))
     return nodes, index
+
+
+def _kernel(node: torch.autograd.graph.Node, name: str) -> str:
+    """What the CPU kernel's scratch depends on beyond sizes (:mod:`costmodel.memory.kernel_scratch`)."""
+    if name != "ConvolutionBackward0":
+        return ""
+    strided = any(v != 1 for v in node._saved_stride)
+    weight = node._saved_weight.shape
+    out = node._input_metadata[0].shape[2:]
+    small = not strided and any(o < k for o, k in zip(out, weight[2:]))
+    return ("conv" + (":strided" if strided else "") + (f":small{weight[0]}" if small else "")
+            + (":transposed" if node._saved_transposed else ""))
 
 
 def _merge_guard(when: dict[int, tuple[int, ...] | None], sids: list[int],

@@ -114,6 +114,10 @@ class NodeFact:
     saved_when: tuple[tuple[int, ...] | None, ...] = ()
     """Per entry of ``saved``: the edges of which one must need a gradient for autograd to
     save it (:mod:`~costmodel.trace.saved_guards`); ``None`` (or no entry): always saved."""
+    kernel: str = ""
+    """A convolution's backward: 'conv', ':strided', ':smallC' (an output smaller than the
+    kernel at stride 1, C output channels), ':transposed': what its CPU kernel's scratch
+    depends on beyond sizes (:mod:`costmodel.memory.kernel_scratch`)."""
 
 
 @dataclass(slots=True)

@@ -1,0 +1,72 @@
+"""What the CPU's kernels allocate and free inside one op: oneDNN's reorders.
+
+costcl's timeline counts at the level of ops (what an op hands back); the CPU
+allocator also hands out buffers that live only inside an op.  On x86, PyTorch's
+oneDNN convolution reorders its operands to blocked layouts and back; torch.profiler's
+memory events show the sequence (benchmarks/trainable_sets.py prints the effect).
+Measured on this machine's torch 2.14 (oneDNN, x86-64), per op, as a rule each:
+
+* convolution forward: ``+in +w +out_blocked -w -in +out -out_blocked``: over the
+  op's output, ``in + w`` (``w`` alone when the input keeps its plain layout, a
+  3-channel image) or one more output;
+* convolution backward, input gradient first: ``+out +w +in_blocked ... -w -out
+  +in -in_blocked`` (a strided convolution holds one more input-sized buffer), then the
+  weight gradient: ``+in +out +w_blocked -in -out +w -w_blocked``;
+* batch norm backward: one input-sized temporary after its outputs.
+
+Each rule gives the alternatives, over the op-level state just after the op's
+outputs exist; the peak with scratch is the highest of them, checkpoint by
+checkpoint.  What is left out, and so under-predicted: oneDNN's scratchpads (a
+tenth of the input in a strided or 1x1 convolution), other kernels' buffers, and any
+other CPU backend (ARM's, a Raspberry Pi's).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from costmodel.trace.records import Lin, add, scale
+
+ZERO: Lin = (0, 0, 0)
+
+
+def sub(a: Lin, b: Lin) -> Lin:
+    return (a[0] - b[0], a[1] - b[1], a[2] - b[2])
+
+
+def conv_forward(x: Lin, w: Lin, out: Lin, plain_input: bool) -> list[Lin]:
+    """Over the output: the reordered input and weight beside the blocked output, or the
+    blocked output beside the plain one."""
+    return [w if plain_input else add(x, w), out]
+
+
+def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
+                  needs_weight: bool, small: bool = False, out_channels: int = 0) -> list[Lin]:
+    """Over both gradients: the input gradient's phase, then the weight gradient's (with
+    the input gradient already made).  ``small``: an output smaller than the kernel at
+    stride 1 (a CIFAR ResNet's last stage at 64x64): the weight gradient is reduced over a
+    buffer of eight weights and 288 bytes per output channel, with no operand reordered."""
+    made = add(scale(x, needs_input), scale(w, needs_weight))
+    peaks: list[Lin] = []
+    if needs_input:
+        peaks += [add(add(out, w), x), scale(x, 3 if strided else 2)]
+    if needs_weight:
+        before = x if needs_input else ZERO
+        if small:
+            peaks.append(add(before, add(scale(w, 9), (288 * out_channels + 256, 0, 0))))
+        else:
+            peaks += [add(before, add(add(x, out), w)), add(before, scale(w, 2))]
+    return [sub(p, made) for p in peaks]
+
+
+def batch_norm_backward(x: Lin, needs_input: bool) -> list[Lin]:
+    return [x] if needs_input else []
+
+
+ForwardRule = Callable[..., list[Lin]]
+
+FORWARD_OPS = ("aten.convolution.default",)
+BACKWARD_NODES = ("ConvolutionBackward0", "NativeBatchNormBackward0")
+
+
+def applies(name: str) -> bool:
+    return name in FORWARD_OPS or name in BACKWARD_NODES

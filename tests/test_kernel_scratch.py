@@ -1,0 +1,52 @@
+"""The CPU kernels' own buffers (oneDNN's reorders), predicted and measured.
+
+torch.profiler's memory events on the plain run show what the CPU allocator hands out
+inside an op; :mod:`costmodel.memory.kernel_scratch` gives each convolution and batch
+norm its sequence.  The rules were read off this machine's torch 2.14 (oneDNN on
+x86-64); another backend (ARM's) reorders otherwise, so these tests run on x86 only.
+"""
+from __future__ import annotations
+
+import platform
+
+import pytest
+
+from costmodel import engine, methods
+from costmodel.estimation import estimate
+from costmodel.memory import kernel_scratch as ks
+from costmodel.scenario import Scenario
+from lightcl.validate import measure_cpu_plain_peak
+
+x86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                         reason="the rules describe oneDNN on x86-64")
+
+
+def test_a_stride_one_convolution_backward_holds_two_more_activations():
+    """Measured for a 64-channel 3x3 convolution at 56x56, batch 8 (6,422,528-byte maps,
+    a 147,456-byte weight): the allocator peaks at 3 maps and a weight inside the op,
+    two maps over its two gradients."""
+    a, w = (6_422_528, 0, 0), (147_456, 0, 0)
+    extras = ks.conv_backward(a, w, a, strided=False, needs_input=True, needs_weight=True)
+    assert max(e[0] for e in extras) == 2 * 6_422_528
+    # a 512-channel one at 7x7: two weights at once while the weight gradient is reordered
+    a, w = (802_816, 0, 0), (9_437_184, 0, 0)
+    extras = ks.conv_backward(a, w, a, strided=False, needs_input=True, needs_weight=True)
+    assert max(e[0] for e in extras) + 802_816 + 9_437_184 == 19_677_184  # the measured peak
+
+
+@x86
+@pytest.mark.parametrize("trainable", ["all", "stage_3"])
+def test_the_peak_with_kernel_scratch_is_the_allocators(trainable):
+    s = Scenario(model="resnet14-cifar", input_size=(3, 16, 16), num_classes=10, batch_size=8,
+                 train_from=None if trainable == "all" else trainable)
+    s = methods.resolve(s)
+    predicted = estimate(s).memory
+    measured = measure_cpu_plain_peak(s)
+    assert abs(predicted.peak_bytes - measured["peak_bytes"]) <= 0.001 * measured["peak_bytes"]
+    assert measured["peak_with_scratch_bytes"] > measured["peak_bytes"]  # there is scratch
+    got, want = measured["peak_with_scratch_bytes"], predicted.peak_with_scratch_bytes
+    assert abs(want - got) <= 0.005 * got, (want, got)
+
+
+def test_cuda_has_no_scratch_prediction():
+    assert estimate(Scenario(device="cuda", batch_size=8)).memory.peak_with_scratch_bytes is None
