@@ -152,6 +152,16 @@ def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
                 "schedule, counted as FlopCounterMode counts them.",
                 charts.flops(runtime, stage / "flops.png")),
     ]
+    timed = [e for e in runtime if e.time is not None]
+    if timed:
+        state = "calibrated" if timed[0].time.calibrated else "uncalibrated"
+        out.append(Section(
+            "Time per step and per run", None,
+            f"Seconds of one step and hours of the whole run on device profile "
+            f"{timed[0].time.profile} ({state}: {timed[0].time.profile_source}), from the "
+            "traced ops: convolutions and products by FLOPs at their shape bucket's rate, "
+            "element-wise and normalisation ops by bytes moved, a fixed cost per op; shares "
+            "are of the step.", [time_row(e) for e in timed]))
     say("drawing the budget charts")
     skipped = sweeps.no_exemplars
     note = (f" {', '.join(skipped)} {'keeps' if len(skipped) == 1 else 'keep'} no exemplars."
@@ -206,3 +216,11 @@ def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
     return out
 
 
+def time_row(e: Any) -> dict[str, Any]:
+    """One method's time block as a report row: seconds, hours, the three largest shares."""
+    t = e.time
+    top = sorted(t.share.items(), key=lambda kv: -kv[1])[:3]
+    return {"method": f"{e.scenario.method}@{e.scenario.impl}", "step_s": round(t.step_s, 4),
+            "forward_s": round(t.forward_s, 4), "backward_s": round(t.backward_s, 4),
+            "optimizer_s": round(t.optimizer_s, 5), "run_h": round(t.run_h, 2),
+            "largest_shares": ", ".join(f"{k} {100 * v:.0f}%" for k, v in top)}
