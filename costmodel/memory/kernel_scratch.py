@@ -12,7 +12,9 @@ Measured on this machine's torch 2.14 (oneDNN, x86-64), per op, as a rule each:
 * convolution backward, input gradient first: ``+out +w +in_blocked ... -w -out
   +in -in_blocked`` (a strided convolution holds one more input-sized buffer), then the
   weight gradient: ``+in +out +w_blocked -in -out +w -w_blocked``;
-* batch norm backward: one input-sized temporary after its outputs.
+* batch norm backward: one input-sized temporary after its outputs;
+* the CPU flash attention's backward: one more output-sized buffer (the query's gradient
+  accumulated in float) beside its three gradients.
 
 Each rule gives the alternatives, over the op-level state just after the op's
 outputs exist; the peak with scratch is the highest of them, checkpoint by
@@ -40,18 +42,23 @@ def conv_forward(x: Lin, w: Lin, out: Lin, plain_input: bool) -> list[Lin]:
 
 
 def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
-                  needs_weight: bool, small: bool = False, out_channels: int = 0) -> list[Lin]:
+                  needs_weight: bool, small: bool = False, out_channels: int = 0,
+                  patch: bool = False) -> list[Lin]:
     """Over both gradients: the input gradient's phase, then the weight gradient's (with
     the input gradient already made).  ``small``: an output smaller than the kernel at
     stride 1 (a CIFAR ResNet's last stage at 64x64): the weight gradient is reduced over a
-    buffer of eight weights and 288 bytes per output channel, with no operand reordered."""
+    buffer of eight weights and 288 bytes per output channel, with no operand reordered.
+    ``patch``: a patch embedding (an image cut into kernel-sized patches, a ViT's first
+    layer): the same reduction over eight weights and a copy of the input."""
     made = add(scale(x, needs_input), scale(w, needs_weight))
     peaks: list[Lin] = []
     if needs_input:
         peaks += [add(add(out, w), x), scale(x, 3 if strided else 2)]
     if needs_weight:
         before = x if needs_input else ZERO
-        if small:
+        if patch:
+            peaks.append(add(before, add(add(scale(w, 9), x), (256, 0, 0))))
+        elif small:
             peaks.append(add(before, add(scale(w, 9), (288 * out_channels + 256, 0, 0))))
         else:
             peaks += [add(before, add(add(x, out), w)), add(before, scale(w, 2))]
@@ -62,10 +69,17 @@ def batch_norm_backward(x: Lin, needs_input: bool) -> list[Lin]:
     return [x] if needs_input else []
 
 
+def flash_attention_backward(out: Lin) -> list[Lin]:
+    """The CPU flash kernel's backward accumulates the query's gradient in one more
+    output-sized buffer (and small per-thread blocks, left out)."""
+    return [out]
+
+
 ForwardRule = Callable[..., list[Lin]]
 
 FORWARD_OPS = ("aten.convolution.default",)
-BACKWARD_NODES = ("ConvolutionBackward0", "NativeBatchNormBackward0")
+BACKWARD_NODES = ("ConvolutionBackward0", "NativeBatchNormBackward0",
+                  "ScaledDotProductFlashAttentionForCpuBackward0")
 
 
 def applies(name: str) -> bool:

@@ -320,6 +320,8 @@ def _backward_scratch(node: NodeFact, nodes: list[NodeFact], active: tuple[bool,
     def needs(k: int) -> bool:
         return k < len(node.edges) and node.edges[k] is not None and active[node.edges[k][0]]
 
+    if node.name == "ScaledDotProductFlashAttentionForCpuBackward0":
+        return ks.flash_attention_backward(node.slot_bytes[0])
     if node.name == "NativeBatchNormBackward0":
         edge = node.edges[0]
         return ks.batch_norm_backward(nodes[edge[0]].slot_bytes[edge[1]] if edge else (0, 0, 0),
@@ -329,4 +331,4 @@ def _backward_scratch(node: NodeFact, nodes: list[NodeFact], active: tuple[bool,
     x, w = nbytes[node.saved[0]], nbytes[node.saved[1]]  # (input, weight): _saved_ order
     small = next((int(p[5:]) for p in node.kernel.split(":") if p.startswith("small")), 0)
     return ks.conv_backward(x, w, node.slot_bytes[0], "strided" in node.kernel, needs(0),
-                            needs(1), bool(small), small)
+                            needs(1), bool(small), small, ":patch" in node.kernel)

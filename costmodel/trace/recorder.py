@@ -255,9 +255,11 @@ def _kernel(node: torch.autograd.graph.Node, name: str) -> str:
     strided = any(v != 1 for v in node._saved_stride)
     weight = node._saved_weight.shape
     out = node._input_metadata[0].shape[2:]
-    small = not strided and any(o < k for o, k in zip(out, weight[2:]))
+    below = any(o < k for o, k in zip(out, weight[2:]))  # an output smaller than the kernel
+    small = below and not strided
+    patch = below and strided and weight[1] < 8  # a ViT's patch embedding of an image
     return ("conv" + (":strided" if strided else "") + (f":small{weight[0]}" if small else "")
-            + (":transposed" if node._saved_transposed else ""))
+            + (":patch" if patch else "") + (":transposed" if node._saved_transposed else ""))
 
 
 def _merge_guard(when: dict[int, tuple[int, ...] | None], sids: list[int],
