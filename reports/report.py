@@ -152,7 +152,7 @@ def _sections(s: Scenario, names: list[str], stage: Path, sweeps: Sweeps,
                 "schedule, counted as FlopCounterMode counts them.",
                 charts.flops(runtime, stage / "flops.png")),
     ]
-    timed = [e for e in runtime if e.time is not None]
+    timed = [e for e in runtime if getattr(e, "time", None) is not None]
     if timed:
         state = "calibrated" if timed[0].time.calibrated else "uncalibrated"
         out.append(Section(
