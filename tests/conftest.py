@@ -45,7 +45,8 @@ if "PYTEST_XDIST_WORKER" in __import__("os").environ:  # two workers share the 2
 
 @pytest.fixture(scope="session", autouse=True)
 def costcl_cache_dir(tmp_path_factory):
-    """The suite's trace and answer cache: a session folder, never ~/.cache.
+    """The suite's trace and answer cache (and device profiles): session folders, never
+    ~/.cache or ~/.config.
 
     Subprocesses inherit it, so a step one test traced is read back by the next
     process instead of traced again (tests/test_cache.py uses its own folders).
@@ -53,9 +54,14 @@ def costcl_cache_dir(tmp_path_factory):
     import os
 
     d = tmp_path_factory.mktemp("costcl-cache")
-    saved = {k: os.environ.get(k) for k in ("COSTCL_CACHE_DIR", "COSTCL_NO_CACHE")}
+    saved = {k: os.environ.get(k) for k in ("COSTCL_CACHE_DIR", "COSTCL_NO_CACHE",
+                                            "COSTCL_PROFILE_DIR")}
     os.environ["COSTCL_CACHE_DIR"] = str(d)
     os.environ.pop("COSTCL_NO_CACHE", None)
+    # `costcl calibrate` (a README example) writes its profile here, not to ~/.config, and
+    # no estimate reads this machine's own profile: another worker's calibration would
+    # change the answer cache's key in the middle of a test
+    os.environ["COSTCL_PROFILE_DIR"] = str(tmp_path_factory.mktemp("costcl-profiles"))
     yield d
     for k, v in saved.items():
         if v is None:
