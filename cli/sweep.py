@@ -133,7 +133,8 @@ def _predict(s: Scenario, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
                       "step_flops": e.step.forward_flops + e.step.backward_flops,
                       "run_flops": e.run.total_flops,
                       "run_images": sum(ph.images * ph.tasks * ph.epochs for ph in e.run.phases),
-                      "seconds": None}  # filled once costcl has a time model
+                      "step_s": e.time.step_s if e.time else None,
+                      "run_s": e.time.run_h * 3600 if e.time else None}
     return dict(cache[key])
 
 
@@ -188,6 +189,9 @@ def plan(sweep: Sweep, progress: Callable[[str], None] | None = None) -> list[Pl
             predicted = _predict(s, cache)
         except CostclError as e:
             raise CostclError(f"{sweep.path.name}, point {point.index + 1} ({point.label}): {e}") from None
+        # what the job's own measured seconds compare with: a run's, a validated step's
+        predicted["seconds"] = {"train": predicted["run_s"],
+                                "validate": predicted["step_s"]}.get(point.job.kind)
         need = _needs(point.job.kind, point.job.options, s, predicted)
         limit = limits[s.device]
         if refused is None and limit is not None and need > limit:

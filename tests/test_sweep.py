@@ -116,8 +116,9 @@ def test_without_ray_every_point_runs_in_process_once(without_ray_run):
         (m, s) for m in ("derpp", "er", "sgd") for s in (0, 1)]
     for d in lines:  # the job's JSON is costcl train --json's
         assert len(d["result"]["tasks"]) == 3 and d["result"]["final"]["cil"] >= 0
-        assert d["predicted"] == {**d["predicted"], "seconds": None}
         e = estimate(Scenario(**d["scenario"]))
+        assert d["predicted"]["seconds"] == d["predicted"]["run_s"] == e.time.run_h * 3600 > 0
+        assert d["predicted"]["step_s"] == e.time.step_s
         assert d["predicted"]["run_peak_bytes"] == e.memory.run_peak_bytes > 0
         assert d["predicted"]["run_flops"] == e.run.total_flops
 
