@@ -99,7 +99,7 @@ class Plan:
     _tot: np.ndarray = field(repr=False, default=None)  # (checkpoints, 3)
     _after: np.ndarray = field(repr=False, default=None)  # (3,)
     _state_cache: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict, repr=False)
-    _scratch: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _scratch: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._tot = self.timeline.coef.sum(axis=1)
@@ -114,7 +114,9 @@ class Plan:
         return self._state_cache[key]
 
     def memory(self, batch: int, replay: int, opt: OptimizerSpec, device: str,
-               constants: Mapping[str, int]) -> MemoryPoint:
+               constants: Mapping[str, int], scratch: bool = True) -> MemoryPoint:
+        """The step's peak at (batch, replay); ``scratch``: also the peak with the CPU
+        kernels' scratch (``with_scratch_bytes``; a sweep of thousands leaves it out)."""
         state, temps = self.optimizer_bytes(opt, device)
         x = np.array((1, batch, replay), dtype=np.int64)
         totals = self._tot @ x
@@ -135,23 +137,25 @@ class Plan:
             breakdown[name] = breakdown.get(name, 0) + value
         peak = sum(breakdown.values())
         return MemoryPoint(peak, breakdown, phase, where,
-                           self._with_scratch(totals, x, peak, state + sum(constants.values())))
+                           self._with_scratch(x, peak, state + sum(constants.values()))
+                           if scratch else None)
 
-    def _with_scratch(self, totals: np.ndarray, x: np.ndarray, peak: int,
-                      outside: int) -> int | None:
+    def _with_scratch(self, x: np.ndarray, peak: int, outside: int) -> int | None:
         """The op-level peak or a kernel's scratch over its checkpoint, whichever is higher."""
         if self.timeline.scratch is None:
             return None
         if not self.timeline.scratch:
             return peak
-        k, extra = self._scratch_arrays()
-        return max(peak, int((totals[k] + extra @ x).max()) + outside)
+        return max(peak, int((self._scratch_planes() @ x).max()) + outside)
 
-    def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    def _scratch_planes(self) -> np.ndarray:
+        """(alternatives, 3): each scratch alternative with its checkpoint's bytes, made
+        once per plan so an estimate pays one product and one max for it."""
         if self._scratch is None:
             s = self.timeline.scratch
-            self._scratch = (np.array([k for k, _ in s], dtype=np.int64),
-                             np.array([e for _, e in s], dtype=np.int64).reshape(len(s), 3))
+            k = np.array([k for k, _ in s], dtype=np.int64)
+            extra = np.array([e for _, e in s], dtype=np.int64).reshape(len(s), 3)
+            self._scratch = self._tot[k] + extra
         return self._scratch
 
 

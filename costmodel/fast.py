@@ -48,7 +48,8 @@ class StepEstimator:
             tset = self._sets[freeze_from] = train_from(self.model, freeze_from)
         plan = self.model.plan(tset, False, self.scenario.device, (batch_size, replay_batch))
         opt = OPTIMIZERS.get(optimizer_name) or optimizer(optimizer_name)
-        mem = plan.memory(batch_size, replay_batch, opt, self.scenario.device, self._const)
+        mem = plan.memory(batch_size, replay_batch, opt, self.scenario.device, self._const,
+                          scratch=False)  # a StepPoint holds the op-level peak only
         fl = plan.flops
         c0, cb, cr = self.timer.lin(plan.selection, opt.name)
         return StepPoint(at(fl.forward, batch_size, replay_batch),
