@@ -194,8 +194,6 @@ class StepModel:
             sizer = _cuda_sizer(*(at or (1, 0))) if device == "cuda" else None
             tl = simulate(self.trace, sel, in_place_accumulation=not instrumented, sizer=sizer,
                           anomaly=self.anomaly, kernel_scratch=device == "cpu" and not instrumented)
-            if device != "cpu" or instrumented:
-                tl.scratch = None  # not modelled: no answer rather than the op-level one
             grad_sizes = [cuda_block_bytes(v) if device == "cuda" else v
                           for v in tl.grad_bytes.values()]
             plan = Plan(sel, tl, graph.flops(self.trace, sel), grad_sizes)

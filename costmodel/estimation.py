@@ -287,19 +287,17 @@ def peak_memory(s: Scenario, method: Method, models: dict[str, engine.StepModel]
     both ``estimate`` and the budget search (``costcl fit``) compute a peak.
     """
     opt = optimizer(s.optimizer)
-    memory = None
+    points = []
     for v, sm in models.items():
         r = replay if method.replays_in(v) else 0
         plan = sm.plan(trainable_set(s, method, sm, v), instrumented, s.device, (batch, r))
         stored = engine.stored_bytes(method.stored(s, sm.network, v), s.device)
         constants = {"buffer": stored["buffer"],
                      "method_state": stored["method_state"] + sm.state_bytes["method_state"]}
-        point = plan.memory(batch, r, opt, s.device, constants)
-        scratch = [point.with_scratch_bytes] + ([] if memory is None else [memory.with_scratch_bytes])
-        if memory is None or point.peak_bytes > memory.peak_bytes:
-            memory = point
-        memory.with_scratch_bytes = None if None in scratch else max(scratch)
-    assert memory is not None
+        points.append(plan.memory(batch, r, opt, s.device, constants))
+    memory = max(points, key=lambda p: p.peak_bytes)  # the first of equal peaks
+    scratch = [p.with_scratch_bytes for p in points]  # its own variant may peak elsewhere
+    memory.with_scratch_bytes = None if None in scratch else max(scratch)
     return memory
 
 

@@ -12,7 +12,6 @@ arithmetic as the CUDA flash kernel, so the count is the kernel's, not zero.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -49,10 +48,3 @@ def kernel_path(s: Any) -> contextlib.AbstractContextManager[None]:
     """Attention routed as the scenario's trace routes it (on meta tensors)."""
     return attention.route(attention.kernel_family(s.device, s.attention))
 
-
-@contextlib.contextmanager
-def registered() -> Iterator[None]:
-    """FlopCounterMode's registry with the CPU flash formulas in it (for counters that
-    read the registry themselves, like :class:`~lightcl.profiled.SplitFlopCounter`)."""
-    _register_cpu_flash()
-    yield

@@ -24,11 +24,7 @@ other CPU backend (ARM's, a Raspberry Pi's).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from costmodel.trace.records import Lin, add, scale
-
-ZERO: Lin = (0, 0, 0)
+from costmodel.trace.records import ZERO, Lin, add, scale
 
 
 def sub(a: Lin, b: Lin) -> Lin:
@@ -42,12 +38,12 @@ def conv_forward(x: Lin, w: Lin, out: Lin, plain_input: bool) -> list[Lin]:
 
 
 def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
-                  needs_weight: bool, small: bool = False, out_channels: int = 0,
-                  patch: bool = False) -> list[Lin]:
+                  needs_weight: bool, small_channels: int = 0, patch: bool = False) -> list[Lin]:
     """Over both gradients: the input gradient's phase, then the weight gradient's (with
-    the input gradient already made).  ``small``: an output smaller than the kernel at
-    stride 1 (a CIFAR ResNet's last stage at 64x64): the weight gradient is reduced over a
-    buffer of eight weights and 288 bytes per output channel, with no operand reordered.
+    the input gradient already made).  ``small_channels``: the output channels of a
+    convolution whose output is smaller than its kernel at stride 1 (a CIFAR ResNet's
+    last stage at 64x64; 0: not one): the weight gradient is reduced over a buffer of
+    eight weights and 288 bytes per output channel, with no operand reordered.
     ``patch``: a patch embedding (an image cut into kernel-sized patches, a ViT's first
     layer): the same reduction over eight weights and a copy of the input."""
     made = add(scale(x, needs_input), scale(w, needs_weight))
@@ -58,11 +54,24 @@ def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
         before = x if needs_input else ZERO
         if patch:
             peaks.append(add(before, add(add(scale(w, 9), x), (256, 0, 0))))
-        elif small:
-            peaks.append(add(before, add(scale(w, 9), (288 * out_channels + 256, 0, 0))))
+        elif small_channels:
+            peaks.append(add(before, add(scale(w, 9), (288 * small_channels + 256, 0, 0))))
         else:
             peaks += [add(before, add(add(x, out), w)), add(before, scale(w, 2))]
     return [sub(p, made) for p in peaks]
+
+
+def conv_backward_node(kernel: str, x: Lin, w: Lin, out: Lin, needs_input: bool,
+                       needs_weight: bool) -> list[Lin]:
+    """:func:`conv_backward` for a traced node's ``kernel`` ('conv', ':strided',
+    ':smallC', ':patch', ':transposed', :attr:`~costmodel.trace.records.NodeFact.kernel`);
+    a transposed convolution has no rule."""
+    parts = kernel.split(":")
+    if parts[0] != "conv" or "transposed" in parts:
+        return []
+    small = next((int(p[len("small"):]) for p in parts if p.startswith("small")), 0)
+    return conv_backward(x, w, out, "strided" in parts, needs_input, needs_weight, small,
+                         "patch" in parts)
 
 
 def batch_norm_backward(x: Lin, needs_input: bool) -> list[Lin]:
@@ -75,12 +84,6 @@ def flash_attention_backward(out: Lin) -> list[Lin]:
     return [out]
 
 
-ForwardRule = Callable[..., list[Lin]]
-
 FORWARD_OPS = ("aten.convolution.default",)
 BACKWARD_NODES = ("ConvolutionBackward0", "NativeBatchNormBackward0",
                   "ScaledDotProductFlashAttentionForCpuBackward0")
-
-
-def applies(name: str) -> bool:
-    return name in FORWARD_OPS or name in BACKWARD_NODES

@@ -59,7 +59,7 @@ class Timeline:
     """Gradient bytes of each trainable parameter, in parameter order."""
     scratch: list[tuple[int, Lin]] = None  # type: ignore[assignment]
     """(checkpoint, bytes): the CPU kernel's scratch over checkpoint ``k``, one entry per
-    alternative of :mod:`~costmodel.memory.kernel_scratch` (empty unless asked for)."""
+    alternative of :mod:`~costmodel.memory.kernel_scratch`; ``None`` unless asked for."""
 
     def totals(self, batch: int, replay: int = 0) -> np.ndarray:
         return self.coef[:, :, 0].sum(1) + self.coef[:, :, 1].sum(1) * batch \
@@ -301,7 +301,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     coef = np.array(mem.points, dtype=np.int64).reshape(len(mem.points), len(CATEGORIES), 3)
     ordered = {name: grad_bytes[name] for name in trace.param_sids if name in grad_bytes}
     return Timeline(coef, mem.phase, mem.where, np.array(mem.cur, dtype=np.int64), ordered,
-                    scratch)
+                    scratch if kernel_scratch else None)
 
 
 def _plain_input_convolutions(trace: StepTrace) -> set[str]:
@@ -324,11 +324,9 @@ def _backward_scratch(node: NodeFact, nodes: list[NodeFact], active: tuple[bool,
         return ks.flash_attention_backward(node.slot_bytes[0])
     if node.name == "NativeBatchNormBackward0":
         edge = node.edges[0]
-        return ks.batch_norm_backward(nodes[edge[0]].slot_bytes[edge[1]] if edge else (0, 0, 0),
+        return ks.batch_norm_backward(nodes[edge[0]].slot_bytes[edge[1]] if edge else ks.ZERO,
                                       needs(0))
-    if not node.kernel.startswith("conv") or "transposed" in node.kernel or len(node.saved) < 2:
+    if len(node.saved) < 2:
         return []
     x, w = nbytes[node.saved[0]], nbytes[node.saved[1]]  # (input, weight): _saved_ order
-    small = next((int(p[5:]) for p in node.kernel.split(":") if p.startswith("small")), 0)
-    return ks.conv_backward(x, w, node.slot_bytes[0], "strided" in node.kernel, needs(0),
-                            needs(1), bool(small), small, ":patch" in node.kernel)
+    return ks.conv_backward_node(node.kernel, x, w, node.slot_bytes[0], needs(0), needs(1))
