@@ -44,6 +44,8 @@ class Case:
 
 def lightcl_cases() -> list[Case]:
     return [Case("lightcl", "lightcl dense", (), Scenario(method="lightcl", impl="lightcl"), True),
+            Case("lightcl", "lightcl dense b8", ("--batch", "8"),
+                 Scenario(method="lightcl", impl="lightcl", batch_size=8), True),
             Case("lightcl", "lightcl sparse", ("--sparse",),
                  Scenario(method="lightcl", impl="lightcl", sparsity=0.9), True)]
 

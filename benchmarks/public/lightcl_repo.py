@@ -48,15 +48,16 @@ BATCH = 32
 
 
 class SyntheticLoader:
-    """A DataLoader stand-in: ``batches`` shuffled batches of 32 random images per pass.
+    """A DataLoader stand-in: ``batches`` shuffled batches of ``batch`` random images per pass.
 
     ``on_batch(pass_index, batch_index)`` runs as each batch is handed out, so a
     measurement window can open and close around one iteration of the code's loop.
     """
 
-    def __init__(self, batches: int, classes: tuple[int, int], on_batch=None) -> None:  # noqa: ANN001
-        self.batches, self.classes, self.on_batch = batches, classes, on_batch
-        self.dataset = range(batches * BATCH)
+    def __init__(self, batches: int, classes: tuple[int, int], on_batch=None,  # noqa: ANN001
+                 batch: int = BATCH) -> None:
+        self.batches, self.classes, self.on_batch, self.batch = batches, classes, on_batch, batch
+        self.dataset = range(batches * batch)
         self.passes = 0
 
     def __len__(self) -> int:
@@ -70,8 +71,8 @@ class SyntheticLoader:
                 self.on_batch(index, b)
             if b == self.batches:
                 return
-            yield (torch.randn(BATCH, 3, 32, 32),
-                   torch.randint(self.classes[0], self.classes[1], (BATCH,)))
+            yield (torch.randn(self.batch, 3, 32, 32),
+                   torch.randint(self.classes[0], self.classes[1], (self.batch,)))
 
 
 class Window:
@@ -100,7 +101,7 @@ def load_functions(checkout: Path, namespace: dict) -> None:
 
 
 def run(checkout: Path, sparse: bool, epochs: int, train_batches: int, test_batches: int,
-        flops: bool) -> dict:
+        flops: bool, batch: int = BATCH) -> dict:
     sys.path.insert(0, str(checkout))
     torch.Tensor.cuda = lambda self, *a, **k: self  # the code calls .cuda() on every batch
     import models
@@ -121,7 +122,8 @@ def run(checkout: Path, sparse: bool, epochs: int, train_batches: int, test_batc
               TIL_interval=til, device=torch.device("cpu"), num_task=tasks, epochs=epochs,
               pretrain_model="<not loaded>")
     ns["train_loader"] = {t: SyntheticLoader(train_batches, (t * til, (t + 1) * til),
-                                             window if t == 1 else None) for t in range(tasks)}
+                                             window if t == 1 else None, batch)
+                          for t in range(tasks)}
     ns["test_loader"] = {t: SyntheticLoader(test_batches, (t * til, (t + 1) * til))
                          for t in range(tasks)}
     load_functions(checkout, ns)
@@ -132,7 +134,7 @@ def run(checkout: Path, sparse: bool, epochs: int, train_batches: int, test_batc
     out = {"codebase": "lightcl", "case": "lightcl-sparse" if sparse else "lightcl-dense",
            "commit": subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"],
                                     capture_output=True, text=True).stdout.strip(),
-           "batch": BATCH, "buffer": 15, "epochs": epochs, "train_batches": train_batches,
+           "batch": batch, "buffer": 15, "epochs": epochs, "train_batches": train_batches,
            "test_batches": test_batches}
     try:
         if flops:
@@ -164,10 +166,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--train-batches", type=int, default=3)
     ap.add_argument("--test-batches", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=BATCH,
+                    help="training images a batch (the repository's: 32; its test batch stays "
+                         "32); below the 15 stored samples, input[:Buffer_num] keeps the whole "
+                         "first batch")
     a = ap.parse_args()
     if not (a.checkout / "LightCL.py").is_file():
         sys.exit(f"error: {a.checkout} has no LightCL.py; pass a checkout of INV-WZQ/LightCL")
-    print(json.dumps(run(a.checkout, a.sparse, a.epochs, a.train_batches, a.test_batches, a.flops)))
+    print(json.dumps(run(a.checkout, a.sparse, a.epochs, a.train_batches, a.test_batches, a.flops,
+                         a.batch)))
 
 
 if __name__ == "__main__":
