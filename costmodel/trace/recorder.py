@@ -31,12 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
-from torch.utils.weak import WeakIdKeyDictionary
+from torch.utils._pytree import tree_flatten
 
 from costmodel.errors import CostclError
 from costmodel import flops as flop_table
-from costmodel.trace import attention, saved_guards
+from costmodel.trace import attention, meta_outputs, saved_guards
 from costmodel.trace.combine import ROOT, RawNode, RawOp, RawStorage, RawTrace, combine
 from costmodel.trace.records import StepTrace, StorageKind, at
 
@@ -117,7 +116,9 @@ class _Recorder(TorchDispatchMode):
     def __init__(self, module_stack: list[str]) -> None:
         super().__init__()
         self.raw = RawTrace()
-        self._sid: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._sid: dict[int, int] = {}
+        """A live storage's address (``_cdata``) -> its index; dropped when it dies
+        (a plain dict: torch's WeakIdKeyDictionary made a weak reference per lookup)."""
         self._refs: list[weakref.ref] = []
         self._modules = module_stack
         self.finished = False
@@ -126,7 +127,8 @@ class _Recorder(TorchDispatchMode):
     def sid_of(self, t: torch.Tensor, kind: StorageKind = StorageKind.ACTIVATION,
                owner: str | None = None) -> int:
         st = t.untyped_storage()
-        sid = self._sid.get(st)
+        address = st._cdata
+        sid = self._sid.get(address)
         if sid is not None:
             return sid
         sid = len(self.raw.storages)
@@ -134,10 +136,12 @@ class _Recorder(TorchDispatchMode):
         self.raw.storages.append(RawStorage(
             st.nbytes(), kind, producer, owner if owner is not None else self._module(),
             t.dtype.is_floating_point))
-        self._sid[st] = sid
-        storages, ops = self.raw.storages, self.raw.ops
+        self._sid[address] = sid
+        storages, ops, sids = self.raw.storages, self.raw.ops, self._sid
 
         def died(_: object, sid: int = sid) -> None:
+            if sids.get(address) == sid:
+                del sids[address]
             if not self.finished:
                 storages[sid].last_use = len(ops) - 1
 
@@ -149,14 +153,13 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        out = _like_before(func, args, kwargs)
-        flat_in, _ = tree_flatten((args, kwargs))
-        tensors_in = [a for a in flat_in if isinstance(a, torch.Tensor)]
+        out = meta_outputs.run(func, args, kwargs)
+        tensors_in = [a for a in meta_outputs.flat((args, tuple(kwargs.values())), [])
+                      if isinstance(a, torch.Tensor)]
         inputs = tuple(self.sid_of(a) for a in tensors_in)
         sources = tuple(a.grad_fn if a.grad_fn is not None else
                         (("leaf", id(a)) if a.requires_grad else None) for a in tensors_in)
-        flat_out, _ = tree_flatten(out)
-        tensors_out = [t for t in flat_out if isinstance(t, torch.Tensor)]
+        tensors_out = [t for t in meta_outputs.flat(out, []) if isinstance(t, torch.Tensor)]
         known = len(self.raw.storages)
         outputs: list[int] = []
         for t in tensors_out:
@@ -165,7 +168,7 @@ class _Recorder(TorchDispatchMode):
                 outputs.append(sid)
         name = str(func)
         fl = flop_table.op_flops(
-            name, tree_map(lambda a: tuple(a.shape) if isinstance(a, torch.Tensor) else a, args),
+            name, meta_outputs.shapes(args),
             [tuple(t.shape) for t in tensors_out])
         in_numel = tensors_in[0].numel() if tensors_in else 0
         out_numel = max((t.numel() for t in tensors_out), default=0)
@@ -173,39 +176,6 @@ class _Recorder(TorchDispatchMode):
         self.raw.ops.append(RawOp(name, self._module(), inputs, tuple(outputs), fl, ew, sources,
                                    in_numel, out_numel))
         return out
-
-
-_SHAPE_ONLY = {torch.ops.aten.native_batch_norm.default, torch.ops.aten.convolution.default,
-               torch.ops.aten.cat.default}
-"""Ops whose meta kernel is a slow Python decomposition (batch norm: about 60% of a CIFAR
-ResNet's trace; ``cat``'s reference, whose first call imports torch._dynamo, 6 s) and
-whose outputs are new tensors that depend only on the arguments' shapes, strides, dtypes
-and flags: computed once per signature, then made as empty tensors with the same
-metadata.  Batch norm's in-place updates of the running statistics change nothing on
-meta tensors."""
-_OUTPUTS: dict[tuple, tuple] = {}
-
-
-def _like_before(func, args: tuple, kwargs: dict) -> object:  # noqa: ANN001
-    """``func(*args, **kwargs)``, from :data:`_OUTPUTS` for a :data:`_SHAPE_ONLY` op seen before."""
-    if func not in _SHAPE_ONLY:
-        return func(*args, **kwargs)
-    flat, _ = tree_flatten((args, kwargs))
-    if not all(a.device.type == "meta" for a in flat if isinstance(a, torch.Tensor)):
-        return func(*args, **kwargs)
-    key = (func, *((tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a
-                   for a in flat))
-    spec = _OUTPUTS.get(key)
-    if spec is None:
-        out = func(*args, **kwargs)
-        one = isinstance(out, torch.Tensor)
-        _OUTPUTS[key] = (one, tuple((tuple(t.shape), t.stride(), t.dtype)
-                                    for t in ((out,) if one else out)))
-        return out
-    one, outs = spec
-    made = tuple(torch.empty_strided(shape, stride, dtype=dtype, device="meta")
-                 for shape, stride, dtype in outs)
-    return made[0] if one else made
 
 
 def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
