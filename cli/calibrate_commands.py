@@ -13,7 +13,7 @@ from cli.app import AsJson, app, console, emit_json
 def calibrate(device: Annotated[str, typer.Option(help="cpu or cuda: where the steps will run.")] = "cpu",
               out: Annotated[Optional[Path], typer.Option(help="The profile file to write (default: this machine's, which estimates then use).")] = None,
               as_json: AsJson = False) -> None:
-    """Measure this machine's op rates (about half a minute) and write a device profile."""
+    """Measure this machine's op rates and real training steps (about 35 s) and write a device profile."""
     from costmodel.files import atomic_write_text, check_can_create
     from costmodel.time_profile import default_path, load
     from lightcl.calibrate import benches, calibrate as run_calibrate
@@ -32,7 +32,8 @@ def calibrate(device: Annotated[str, typer.Option(help="cpu or cuda: where the s
     from rich.progress import Progress
 
     err = Console(stderr=True)
-    total = len(benches("cpu")) if device == "cpu" else None
+    from lightcl.reference_step import ROUNDS
+    total = len(benches("cpu")) + ROUNDS if device == "cpu" else None
     with Progress(console=err, transient=True, disable=not err.is_terminal) as p:
         task = p.add_task("calibrating", total=total)
         profile = run_calibrate(device, progress=lambda key: p.update(
@@ -41,7 +42,9 @@ def calibrate(device: Annotated[str, typer.Option(help="cpu or cuda: where the s
     load(target)  # what was written reads back
     if as_json:
         emit_json({"path": str(target), "name": profile.name, "device": profile.device,
-                   "source": profile.source,
+                   "source": profile.source, "step_scale": profile.step_scale,
+                   "fixed_scale": profile.fixed_scale,
+                   "step_scale_source": profile.step_scale_source,
                    "rates": {k: vars(r) for k, r in profile.rates.items()}})
         return
     calibration_table(profile, console)

@@ -140,6 +140,20 @@ class Plan:
                            self._with_scratch(x, peak, state + sum(constants.values()))
                            if scratch else None)
 
+    def peak(self, batch: int, replay: int, opt: OptimizerSpec, device: str,
+             outside_bytes: int) -> tuple[int, str]:
+        """(peak bytes, phase) of :meth:`memory` without its breakdown, for sweeps of
+        thousands of points (``outside_bytes``: the sum of its ``constants``)."""
+        state, temps = self.optimizer_bytes(opt, device)
+        x = np.array((1, batch, replay), dtype=np.int64)
+        totals = self._tot @ x
+        k = int(totals.argmax())
+        after = int(self._after @ x) + temps
+        top = int(totals[k])
+        if after > top:
+            return after + state + outside_bytes, "optimizer"
+        return top + state + outside_bytes, self.timeline.phase[k]
+
     def _with_scratch(self, x: np.ndarray, peak: int, outside: int) -> int | None:
         """The op-level peak or a kernel's scratch over its checkpoint, whichever is higher."""
         if self.timeline.scratch is None:

@@ -39,6 +39,7 @@ class StepEstimator:
         self._sets: dict[str | None, frozenset[str]] = {None: self._default}
         self._const = engine.stored_bytes(self.method.stored(self.scenario, self.model.network), self.scenario.device)
         self._const["method_state"] += self.model.state_bytes["method_state"]
+        self._outside = sum(self._const.values())
         self.timer = timer(self.model, profile or for_device(self.scenario.device))
 
     def step(self, batch_size: int, optimizer_name: str = "sgd", freeze_from: str | None = None,
@@ -48,11 +49,11 @@ class StepEstimator:
             tset = self._sets[freeze_from] = train_from(self.model, freeze_from)
         plan = self.model.plan(tset, False, self.scenario.device, (batch_size, replay_batch))
         opt = OPTIMIZERS.get(optimizer_name) or optimizer(optimizer_name)
-        mem = plan.memory(batch_size, replay_batch, opt, self.scenario.device, self._const,
-                          scratch=False)  # a StepPoint holds the op-level peak only
+        peak, phase = plan.peak(batch_size, replay_batch, opt, self.scenario.device,
+                                self._outside)  # the op-level peak, as memory() gives it
         fl = plan.flops
-        c0, cb, cr = self.timer.lin(plan.selection, opt.name)
         return StepPoint(at(fl.forward, batch_size, replay_batch),
                          at(fl.grad_input, batch_size, replay_batch)
                          + at(fl.grad_weight, batch_size, replay_batch),
-                         mem.peak_bytes, mem.phase, c0 + cb * batch_size + cr * replay_batch)
+                         peak, phase,
+                         self.timer.seconds(plan.selection, opt.name, batch_size, replay_batch))

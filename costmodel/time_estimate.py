@@ -88,7 +88,8 @@ def time_cost(s: Any, method: Any, models: dict[str, Any], plans: dict[str, Any]
             else s.images_per_task() // TEST_SHARE)
     train_s, eval_s = run_seconds(schedule, B, s.tasks,
                                   lambda v: method.replay_batch(s, v), step_s, forward,
-                                  main.seconds(sel, None, 1, 0), test)
+                                  main.seconds(sel, None, 1, 0), test,
+                                  lambda b: main.forward_seconds(sel, b))
     return TimeCost(profile.name, profile.calibrated, profile.source, st.step_s, st.forward_s,
                     st.backward_s, st.optimizer_s, train_s, eval_s, st.share)
 

@@ -38,7 +38,7 @@ def rate_keys() -> tuple[str, ...]:
     keys = [f"conv.{b}.{p}" for b in CONV_BUCKETS for p in MATMUL_PHASES]
     keys += [f"linear.{p}" for p in MATMUL_PHASES]
     keys += [f"{c}.{p}" for c in MEMORY_CLASSES for p in ("fwd", "bwd")]
-    keys += ["view", "node", "step"]
+    keys += ["view", "node", "step", "alloc"]
     keys += [f"optimizer.{o}" for o in OPTIMIZERS]
     return tuple(keys)
 
@@ -54,6 +54,12 @@ class Rate:
         return self.fixed_s + (amount / self.per_s if self.per_s else 0.0)
 
 
+OPTIONAL_RATES = {"alloc": Rate(0.0)}
+"""Rates a profile may lack, and what is read then.  ``alloc``: bytes per second of
+faulting in a fresh allocation's pages (:mod:`costmodel.large_allocations`); profiles
+written before it existed, and datasheets, which give no such figure, leave it out."""
+
+
 @dataclass(frozen=True)
 class TimeProfile:
     name: str
@@ -66,23 +72,37 @@ class TimeProfile:
     rates: dict[str, Rate] = field(default_factory=dict)
     threads: int = 0
     """CPU threads the calibration ran with (0: not a CPU measurement)."""
+    step_scale: float = 1.0
+    """What the amount part of every op's seconds (``amount / per_s``) is multiplied by,
+    fitted with :attr:`fixed_scale` to real training steps.  Micro-benchmarks time each
+    op alone, at its fastest; in a real step the same ops run at other speeds (caches the
+    layers between evict, the allocator, autograd's bookkeeping).  1: not measured (a
+    datasheet profile)."""
+    fixed_scale: float = 1.0
+    """What the fixed part of every op's seconds (``fixed_s``) is multiplied by."""
+    step_scale_source: str = ""
+    """The reference steps and what they measured."""
 
     def rate(self, key: str) -> Rate:
         return self.rates[key]
 
     def digest(self) -> tuple:
         """What an answer computed with this profile depends on (cache keys)."""
-        return (self.name, self.device, self.calibrated,
+        return (self.name, self.device, self.calibrated, self.step_scale, self.fixed_scale,
                 tuple(sorted((k, r.fixed_s, r.per_s) for k, r in self.rates.items())))
 
     def to_toml(self) -> str:
         lines = [f"# costcl device profile: {self.name}",
                  "# seconds of an op = fixed_s + amount / per_s (amount: FLOPs for conv and "
                  "linear, bytes moved for", "# eltwise/norm/reduce/copy, parameter elements for "
-                 "optimizer.*; view, node and step are fixed costs)",
+                 "optimizer.*, bytes of each allocation of 32 MiB or more",
+                 "# for alloc; view, node and step are fixed costs)",
                  f"name = {_q(self.name)}", f"device = {_q(self.device)}",
                  f"calibrated = {'true' if self.calibrated else 'false'}",
-                 f"source = {_q(self.source)}", f"threads = {self.threads}", "", "[rates]"]
+                 f"source = {_q(self.source)}", f"threads = {self.threads}",
+                 "# each op's amount / per_s and fixed_s times these: fitted to real steps",
+                 f"step_scale = {self.step_scale!r}", f"fixed_scale = {self.fixed_scale!r}",
+                 f"step_scale_source = {_q(self.step_scale_source)}", "", "[rates]"]
         for key in rate_keys():
             r = self.rates[key]
             lines.append(f'"{key}" = {{ fixed_s = {r.fixed_s!r}, per_s = {r.per_s!r} }}')
@@ -115,6 +135,7 @@ def datasheet(name: str, device: str, peak_flops: float, bandwidth_bytes_s: floa
     rates["view"] = Rate(op_overhead_s / 4)
     rates["node"] = Rate(op_overhead_s)
     rates["step"] = Rate(20 * op_overhead_s)
+    rates["alloc"] = OPTIONAL_RATES["alloc"]  # a datasheet says nothing of page faults
     bytes_per_element = {"sgd": 12, "sgd-momentum": 24, "adam": 52, "adamw": 56}
     for o in OPTIMIZERS:  # per parameter element: reads and writes of float32 state
         rates[f"optimizer.{o}"] = Rate(op_overhead_s * (1 if o.startswith("sgd") else 4),
@@ -152,13 +173,26 @@ def from_dict(data: dict[str, Any], path: str) -> TimeProfile:
     rates = {}
     for key in rate_keys():
         entry = rates_table.get(key)
+        if entry is None and key in OPTIONAL_RATES:
+            rates[key] = OPTIONAL_RATES[key]
+            continue
         if not isinstance(entry, dict):
             raise CostclError(f"device profile {path!r} lacks the field rates.{key!r}; run "
                               "costcl calibrate --out FILE to write a complete profile")
         rates[key] = Rate(_number(entry, key, "fixed_s", path), _number(entry, key, "per_s", path))
     threads = data.get("threads", 0)
+    scales = []
+    for key in ("step_scale", "fixed_scale"):
+        scale = data.get(key, 1.0)  # profiles written before they existed: 1
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
+                or not math.isfinite(scale) or scale <= 0:
+            raise CostclError(f"device profile {path!r}: {key} must be a positive number, got "
+                              f"{scale!r}; run costcl calibrate to measure it")
+        scales.append(float(scale))
+    scale_source = data.get("step_scale_source", "")
     return TimeProfile(need("name", str), device, need("calibrated", bool), need("source", str),
-                       rates, threads if isinstance(threads, int) else 0)
+                       rates, threads if isinstance(threads, int) else 0, scales[0], scales[1],
+                       scale_source if isinstance(scale_source, str) else "")
 
 
 def load(path: str | os.PathLike[str]) -> TimeProfile:

@@ -2,7 +2,9 @@
 
 Each op of the traced step (the one trace the FLOPs and memory come from) is put
 in a class, and the class's :class:`~costmodel.time_profile.Rate` turns its size
-into seconds: convolutions and matrix products by FLOPs at the rate of their
+into seconds (its fixed and amount parts times the profile's ``fixed_scale`` and
+``step_scale``, fitted to real steps by ``costcl calibrate``): convolutions and
+matrix products by FLOPs at the rate of their
 shape bucket, element-wise, normalisation, reduction and copy ops by the bytes
 they move, views and autograd nodes at a fixed cost.  The backward is not traced
 op by op: as :func:`costmodel.memory.graph.flops` does, each op's gradient FLOPs
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from costmodel.large_allocations import LargeBytes, allocation_lines
 from costmodel.memory import graph
 from costmodel.time_profile import TimeProfile
 from costmodel.trace.records import Lin, OpFact, StepTrace, StorageKind
@@ -28,7 +31,8 @@ from costmodel.trace.records import Lin, OpFact, StepTrace, StorageKind
 TimeLin = tuple[float, float, float]
 """Seconds ``fixed + per_sample*B + per_replayed*R``."""
 
-SHARE_CLASSES = ("conv", "linear", "eltwise", "norm", "reduce", "copy", "overhead", "optimizer")
+SHARE_CLASSES = ("conv", "linear", "eltwise", "norm", "reduce", "copy", "overhead", "alloc",
+                 "optimizer")
 """The classes a step's time is shared among (``time.share`` in the JSON)."""
 
 NORM = frozenset({"native_batch_norm", "_native_batch_norm_legit",
@@ -138,15 +142,18 @@ def moved_bytes(op: OpFact, cls: str, trace: StepTrace) -> Lin:
 class _Acc:
     """Seconds per class and phase, each a :data:`TimeLin`."""
 
-    def __init__(self) -> None:
+    def __init__(self, scale: float = 1.0, fixed_scale: float = 1.0) -> None:
         self.terms: dict[tuple[str, str], list[float]] = {}
+        self.scale, self.fixed_scale = scale, fixed_scale
+        """The profile's :attr:`~costmodel.time_profile.TimeProfile.step_scale` and
+        :attr:`~costmodel.time_profile.TimeProfile.fixed_scale`."""
 
     def add(self, cls: str, phase: str, rate: Any, amount: Lin = (0, 0, 0), count: int = 1) -> None:
         t = self.terms.setdefault((cls, phase), [0.0, 0.0, 0.0])
-        t[0] += count * rate.fixed_s
+        t[0] += count * rate.fixed_s * self.fixed_scale
         if rate.per_s:
             for k in range(3):
-                t[k] += amount[k] / rate.per_s
+                t[k] += amount[k] * self.scale / rate.per_s
 
 
 def _matmul_key(op: OpFact, trace: StepTrace) -> str:
@@ -161,7 +168,7 @@ def step_terms(trace: StepTrace, sel: graph.Selection, profile: TimeProfile,
     gradient it computes for NaN (``isnan().any()``: a read of the gradient, at the
     reduction rate).
     """
-    acc = _Acc()
+    acc = _Acc(profile.step_scale, profile.fixed_scale)
     storages = trace.storages
     nan_check = profile.rate("reduce.fwd")
     for op in trace.ops[trace.prologue_ops:]:
@@ -201,8 +208,8 @@ def optimizer_seconds(trace: StepTrace, trainable: Iterable[str], optimizer: str
     tensor by tensor) and the parameter elements at the optimizer's rate."""
     names = [p for p in trainable if p in trace.param_numel]
     rate = profile.rate(f"optimizer.{optimizer}")
-    return rate.seconds(0) * len(names) + (sum(trace.param_numel[p] for p in names) / rate.per_s
-                                           if rate.per_s else 0.0)
+    return profile.fixed_scale * rate.seconds(0) * len(names) + profile.step_scale * (
+        sum(trace.param_numel[p] for p in names) / rate.per_s if rate.per_s else 0.0)
 
 
 @dataclass(frozen=True)
@@ -225,6 +232,21 @@ class StepTimer:
         self._terms: dict[frozenset[str], dict[tuple[str, str], TimeLin]] = {}
         self._opt: dict[tuple[frozenset[str], str], float] = {}
         self._lins: dict[tuple[frozenset[str], str | None], TimeLin] = {}
+        self._allocs: dict[frozenset[str], tuple] = {}
+        rate = profile.rates.get("alloc")
+        self._alloc_s_per_byte = 1 / rate.per_s if rate and rate.per_s else 0.0
+
+    def alloc_s(self, sel: graph.Selection, batch: int, replay: int = 0) -> tuple[float, float]:
+        """(forward, backward) seconds faulting in large allocations' pages
+        (:mod:`costmodel.large_allocations`; 0 where the profile has no such rate)."""
+        if not self._alloc_s_per_byte:
+            return 0.0, 0.0
+        fwd_bwd = self._allocs.get(sel.trainable)
+        if fwd_bwd is None:
+            fwd_bwd = self._allocs[sel.trainable] = tuple(
+                LargeBytes(lines) for lines in allocation_lines(self.trace, sel))
+        k = self._alloc_s_per_byte
+        return k * fwd_bwd[0](batch, replay), k * fwd_bwd[1](batch, replay)
 
     def terms(self, sel: graph.Selection) -> dict[tuple[str, str], TimeLin]:
         t = self._terms.get(sel.trainable)
@@ -257,7 +279,13 @@ class StepTimer:
                 replay: int = 0) -> float:
         """The step's seconds (``optimizer`` None: forward and backward only)."""
         c0, cb, cr = self.lin(sel, optimizer)
-        return c0 + cb * batch + cr * replay
+        a_fwd, a_bwd = self.alloc_s(sel, batch, replay)
+        return c0 + cb * batch + cr * replay + a_fwd + a_bwd
+
+    def forward_seconds(self, sel: graph.Selection, batch: int) -> float:
+        """A forward pass over ``batch`` samples (an evaluation batch)."""
+        c0, cb, _ = self.forward_lin(sel)
+        return c0 + cb * batch + self.alloc_s(sel, batch)[0]
 
     def forward_lin(self, sel: graph.Selection) -> TimeLin:
         out = [0.0, 0.0, 0.0]
@@ -277,6 +305,9 @@ class StepTimer:
                 fwd += s
             else:
                 bwd += s
+        a_fwd, a_bwd = self.alloc_s(sel, batch, replay)
+        fwd, bwd = fwd + a_fwd, bwd + a_bwd
+        by_class["alloc"] = a_fwd + a_bwd
         opt = self.optimizer_s(sel, optimizer)
         by_class["optimizer"] = opt
         total = fwd + bwd + opt
@@ -284,15 +315,18 @@ class StepTimer:
         return StepTime(total, fwd, bwd, opt, share)
 
 
-def evaluation_seconds(forward: TimeLin, images: int, batch: int = 256) -> float:
-    """A forward over ``images`` in batches of ``batch`` (the trainer's evaluation)."""
-    batches = -(-images // batch) if images else 0
-    return batches * forward[0] + images * forward[1]
+def evaluation_seconds(forward_s: Callable[[int], float], images: int,
+                       batch: int = 256) -> float:
+    """A forward over ``images`` in batches of ``batch`` (the trainer's evaluation);
+    ``forward_s(b)``: one forward's seconds on ``b`` samples."""
+    full, rest = divmod(images, batch)
+    return full * forward_s(batch) + (forward_s(rest) if rest else 0.0)
 
 
 def run_seconds(schedule: Iterable[Any], batch: int, tasks: int, replay_of: Callable[[str], int],
                 step_s: Callable[[str, int, int, int], float], forward: TimeLin,
-                one_sample_s: float, test_images_per_task: int) -> tuple[float, float]:
+                one_sample_s: float, test_images_per_task: int,
+                forward_s: Callable[[int], float] | None = None) -> tuple[float, float]:
     """(training steps and the work between them, evaluation) in seconds.
 
     ``step_s(variant, task, b, r)`` is one step's seconds; every phase runs its
@@ -310,6 +344,9 @@ def run_seconds(schedule: Iterable[Any], batch: int, tasks: int, replay_of: Call
                                                               if rest else 0.0)
             train += ph.epochs * epoch + ph.extra_forward_samples * forward[1] \
                 + ph.extra_train_samples * one_sample_s
-    evaluation = sum(evaluation_seconds(forward, test_images_per_task * (t + 1))
+    if forward_s is None:
+        def forward_s(b: int) -> float:
+            return forward[0] + forward[1] * b
+    evaluation = sum(evaluation_seconds(forward_s, test_images_per_task * (t + 1))
                      for t in range(tasks))
     return train, evaluation

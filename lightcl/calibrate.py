@@ -2,7 +2,8 @@
 
 Each rate of :mod:`costmodel.time_profile` is measured on an op of its class at
 two sizes (the fastest of seven runs after a warm-up, caches evicted before each), and the two points give
-the affine rate ``seconds = fixed_s + amount / per_s`` the time model reads.
+the affine rate ``seconds = fixed_s + amount / per_s`` the time model reads; a real
+training step then sets the profile's ``step_scale`` (:mod:`lightcl.reference_step`).
 The sizes are those of the CIFAR-sized networks costcl ships (a 3-channel stem,
 16-channel maps at 32x32, 64 at 16x16, 256 at 8x8, a depthwise layer), where the
 whole set runs in about half a minute on 2 cores.  Inputs are random in [0, 1):
@@ -192,7 +193,21 @@ def benches(device: str) -> list[Bench]:
     for name in OPTIMIZERS:
         out.append(Bench(f"optimizer.{name}", (_optimizer_run(name, 64, 256, device),
                                                _optimizer_run(name, 4, 1 << 18, device))))
+    if device == "cpu":
+        out.append(Bench("alloc", tuple(_fresh_and_reused(n, device) for n in ALLOC_ELEMENTS)))
     return out
+
+
+ALLOC_ELEMENTS = (9 << 20, 16 << 20)
+"""Adds of 36 and 64 MiB outputs: above glibc's mmap threshold, as
+:mod:`costmodel.large_allocations` models."""
+
+
+def _fresh_and_reused(n: int, device: str) -> tuple[Callable[[], object], Callable[[], object], float]:
+    """An add into a fresh output and the same add into an existing one, and the
+    output's bytes: the difference is the fresh pages' faults."""
+    x, y, o = (torch.rand(n, device=device) for _ in range(3))
+    return (lambda: x + y), (lambda: torch.add(x, y, out=o)), 4.0 * n  # type: ignore[return-value]
 
 
 def _chain_backward(k: int, device: str) -> None:
@@ -230,8 +245,9 @@ def _optimizer_run(name: str, tensors: int, numel: int,
 
 
 def calibrate(device: str = "cpu", progress: Progress | None = None,
-              name: str | None = None) -> TimeProfile:
-    """Measure every rate on ``device``; about half a minute on 2 CPU cores."""
+              name: str | None = None, reference: bool = True) -> TimeProfile:
+    """Measure every rate on ``device``, then (``reference``) the step scale on a real
+    step (:mod:`lightcl.reference_step`); about half a minute on 2 CPU cores."""
     if device not in ("cpu", "cuda"):
         from costmodel.errors import suggest
         raise suggest(device, ["cpu", "cuda"], "device")
@@ -250,6 +266,12 @@ def calibrate(device: str = "cpu", progress: Progress | None = None,
             fixed = max((s_small - a_small * per_elem) / n_small, 0.0)
             rates[bench.key] = Rate(fixed, 1 / per_elem)
             continue
+        if bench.key == "alloc":  # bytes per second of fault: output bytes over the extra time
+            extra = [(amount, fastest_seconds(fresh, device) - fastest_seconds(reused, device))
+                     for fresh, reused, amount in bench.runs]  # type: ignore[misc]
+            faulted = sum(a for a, _ in extra)
+            rates["alloc"] = Rate(0.0, faulted / max(sum(s for _, s in extra), 1e-9))
+            continue
         points = [(amount, fastest_seconds(fn, device)) for fn, amount in bench.runs]
         if bench.key == "node":
             (k1, s1), (k2, s2) = points  # seconds per node: the slope; no fixed part
@@ -258,6 +280,7 @@ def calibrate(device: str = "cpu", progress: Progress | None = None,
             rates[bench.key] = Rate(min(s for _, s in points))
         else:
             rates[bench.key] = fit_rate(points)
+    rates.setdefault("alloc", Rate(0.0))  # CUDA's caching allocator keeps its pages
     missing = set(rate_keys()) - set(rates)
     assert not missing, missing
     where = torch.cuda.get_device_name() if device == "cuda" else (platform.processor()
@@ -266,5 +289,9 @@ def calibrate(device: str = "cpu", progress: Progress | None = None,
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     source = (f"costcl calibrate on {platform.node()} ({where}, {threads} threads)"
               if device == "cpu" else f"costcl calibrate on {platform.node()} ({where})")
-    return TimeProfile(name or f"{platform.node()}-{device}", device, True,
-                       f"{source}, {when}, torch {torch.__version__}", rates, threads)
+    profile = TimeProfile(name or f"{platform.node()}-{device}", device, True,
+                          f"{source}, {when}, torch {torch.__version__}", rates, threads)
+    if not reference:
+        return profile
+    from lightcl.reference_step import measure_scale
+    return measure_scale(profile, device, tell)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -47,3 +48,19 @@ def median_step_seconds(r: StepRunner, steps: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         timed_step(r, g)
     return statistics.median(timed_step(r, g) for _ in range(steps))
+
+
+def measured_medians(runners: dict, rounds: int, warmup: int = 1,
+                     each_round: Callable[[int], None] = lambda i: None) -> dict:
+    """Each runner's median step seconds over ``rounds`` rounds of one step of each, in turn
+    (a slow spell of a shared machine falls on all of them alike), after ``warmup`` rounds."""
+    g = torch.Generator().manual_seed(1)
+    for _ in range(warmup):
+        for r in runners.values():
+            timed_step(r, g)
+    samples: dict = {k: [] for k in runners}
+    for i in range(rounds):
+        each_round(i)
+        for k, r in runners.items():
+            samples[k].append(timed_step(r, g))
+    return {k: statistics.median(v) for k, v in samples.items()}

@@ -63,6 +63,9 @@ def calibration_table(profile, console: Console) -> None:  # noqa: ANN001
             rate = f"{r.per_s / 1e9:.2f} GB/s" if r.per_s else "-"
         tab.add_row(key, rate, f"{r.fixed_s * 1e6:.1f} us")
     console.print(tab)
+    if profile.step_scale_source:
+        console.print(f"fitted to real steps: fixed costs x {profile.fixed_scale:.3f}, FLOP and "
+                      f"byte terms x {profile.step_scale:.3f} ({profile.step_scale_source})")
     console.print(f"[dim]{profile.source}[/dim]")
 
 

@@ -201,3 +201,72 @@ def test_cli_calibrate_refuses_a_folder(costcl, tmp_path):
     r = costcl("calibrate", "--out", str(tmp_path))
     assert r.returncode == 2 and "is a folder" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_scales_multiply_every_second():
+    """A profile's fixed and amount scales, both 2, double step, parts and run alike."""
+    import dataclasses
+
+    s = Scenario(method="er", impl="costcl", batch_size=8, replay_batch=4, **SMALL)
+    base = datasheet("x", "cpu", 1e11, 2e10, 0.5, 0.5, 5e-6, "s")
+    one = estimate(s, profile=base).time
+    two = estimate(s, profile=dataclasses.replace(base, step_scale=2.0, fixed_scale=2.0)).time
+    for field in ("step_s", "forward_s", "backward_s", "optimizer_s", "run_train_s",
+                  "evaluation_s"):
+        assert getattr(two, field) == pytest.approx(2 * getattr(one, field), rel=1e-12), field
+    assert two.share == pytest.approx(one.share)
+
+
+def test_the_step_scale_is_stored_and_checked(tmp_path):
+    import dataclasses
+    import tomllib
+
+    p = dataclasses.replace(datasheet("x", "cpu", 1e9, 1e9, 0.5, 0.5, 1e-6, "s"),
+                            step_scale=1.25, fixed_scale=0.75,
+                            step_scale_source="sgd at batch 8: 1.25")
+    path = tmp_path / "p.toml"
+    path.write_text(p.to_toml())
+    back = load(path)
+    assert (back.step_scale, back.fixed_scale, back.step_scale_source) == \
+        (1.25, 0.75, "sgd at batch 8: 1.25")
+    data = tomllib.loads(p.to_toml())
+    del data["step_scale"]  # a profile written before the scale existed: 1
+    assert from_dict(data, "old.toml").step_scale == 1.0
+    for bad in (0, -1.5, "fast", True):
+        data["step_scale"] = bad
+        with pytest.raises(CostclError, match="step_scale must be a positive number"):
+            from_dict(data, "p.toml")
+
+
+def test_the_reference_steps_fit_the_fixed_and_amount_scales(monkeypatch):
+    """Steps measured at 0.7 x the fixed part + 1.1 x the rest give back 0.7 and 1.1."""
+    import lightcl.reference_step as ref
+    import lightcl.step_timing as timing
+
+    base = datasheet("x", "cpu", 1e11, 2e10, 0.5, 0.5, 5e-5, "s")
+    monkeypatch.setattr(ref, "REFERENCE_MODELS", ("resnet14-cifar", "resnet32-cifar"))
+
+    def measured(runners, rounds, warmup, tell):
+        out = {}
+        for key, r in runners.items():
+            f, a, faults = ref.parts(r.scenario, base)
+            out[key] = 0.7 * f + 1.1 * a + faults
+        return out
+    monkeypatch.setattr(timing, "measured_medians", measured)
+    scaled = ref.measure_scale(base, "cpu")
+    assert scaled.fixed_scale == pytest.approx(0.7, rel=1e-9)
+    assert scaled.step_scale == pytest.approx(1.1, rel=1e-9)
+    assert "resnet32-cifar b32" in scaled.step_scale_source
+    assert scaled.rates == base.rates
+    s = Scenario(method="sgd", model="resnet32-cifar", batch_size=8)
+    f, a, faults = ref.parts(s, base)
+    assert estimate(s, profile=scaled).time.step_s == pytest.approx(0.7 * f + 1.1 * a + faults)
+
+
+def test_one_scale_when_the_fit_gives_a_part_no_weight():
+    from lightcl.reference_step import fit_scales
+
+    assert fit_scales([(1.0, 1.0, 2.4), (2.0, 2.0, 4.8)]) == pytest.approx((1.2, 1.2))
+    # more fixed cost, less time: the fixed part would get a negative weight
+    one = (1.0 / 1.1 + 0.9 / 1.5) / 2
+    assert fit_scales([(0.1, 1.0, 1.0), (0.5, 1.0, 0.9)]) == pytest.approx((one, one))
