@@ -96,6 +96,18 @@ def test_compare_json_is_a_list_of_estimates(costcl):
     assert rows[2]["relative_to_first"]["peak"] == pytest.approx(0.6777, abs=1e-4)
 
 
+def test_a_shared_impl_applies_to_every_method_not_named_with_its_own(costcl):
+    r = costcl("compare", "--methods", "lightcl,er,sgd@mammoth", "--impl", "costcl", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [row["scenario"]["impl"] for row in json.loads(r.stdout)] == \
+        ["costcl", "costcl", "mammoth"]
+    r = costcl("budget", "--time-budget", "2h", "--methods", "lightcl,memo", "--impl", "mammoth")
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("costcl: error: --impl mammoth: lightcl has no such "
+                                "implementation (it has costcl, lightcl); name it as "
+                                "lightcl@IMPL in --methods")
+
+
 def test_main_readme_command():
     r = subprocess_costcl("estimate", "--method", "lightcl", "--sparsity", "0.9")
     assert r.returncode == 0, r.stderr

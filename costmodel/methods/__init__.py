@@ -126,10 +126,17 @@ def get(name: str, impl: str | None = None) -> Method:
 def named(s: Scenario, text: str, **changes: Any) -> Scenario:
     """``s`` for the method ``text``: a name, or NAME@IMPL for one implementation.
 
-    In a command over several methods, a shared ``--sparsity`` is for the sparse ones and
-    each ``--option`` for the methods that take it (:func:`check_shared`).
+    In a command over several methods, a shared ``--sparsity`` is for the sparse ones,
+    each ``--option`` for the methods that take it (:func:`check_shared`), and a shared
+    ``--impl`` for every method not named with its own ``@IMPL``.
     """
     name, impl = method_and_impl(text)
+    if impl is None and s.impl is not None:
+        impls = implementations(name)
+        if s.impl not in impls:
+            raise CostclError(f"--impl {s.impl}: {name} has no such implementation (it has "
+                              f"{', '.join(impls)}); name it as {name}@IMPL in --methods")
+        impl = s.impl
     method = get(name, impl)
     if s.sparsity and not method.sparse:
         changes.setdefault("sparsity", None)
