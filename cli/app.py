@@ -78,7 +78,11 @@ def _progress(total: int, what: str):  # noqa: ANN202
         err = Console(stderr=True)
         with Progress(console=err, transient=True, disable=not err.is_terminal) as p:
             task = p.add_task(what, total=total)
-            yield lambda name: p.update(task, advance=1, description=f"{what} {name}".strip())
+
+            def advance(name: str, step: int = 1) -> None:
+                """One more done (``step`` 0: only say what is under way)."""
+                p.update(task, advance=step, description=f"{what} {name}".strip())
+            yield advance
     return bar()
 
 

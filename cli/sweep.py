@@ -176,15 +176,21 @@ def _resources(point: Point, s: Scenario, need: int, predicted: dict[str, Any],
     return Resources(cpus, gpus, PROCESS_BYTES + predicted["host_bytes"])
 
 
-def plan(sweep: Sweep, progress: Callable[[str], None] | None = None) -> list[PlannedPoint]:
-    """Every point resolved and predicted; any bad point fails here, before one runs."""
+def plan(sweep: Sweep, progress: Callable[[str], None] | None = None,
+         tracing: Callable[[str], None] | None = None) -> list[PlannedPoint]:
+    """Every point resolved and predicted; any bad point fails here, before one runs.
+    Scenarios not in the disk cache are first estimated on every core
+    (:mod:`cli.sweep_prewarm`; ``tracing`` hears of each)."""
+    from cli.sweep_prewarm import prewarm
+
     say = progress or (lambda _: None)
     points = sweep.points()
     limits = device_memory_bytes(sweep)
     cache: dict[str, dict[str, Any]] = {}
     out = []
-    for point in points:
-        s, refused = scenario_of(sweep, point)
+    resolved = [(point, *scenario_of(sweep, point)) for point in points]
+    prewarm([s for _, s, _ in resolved], tracing)
+    for point, s, refused in resolved:
         try:
             predicted = _predict(s, cache)
         except CostclError as e:

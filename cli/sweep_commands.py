@@ -30,7 +30,7 @@ def _plan(file: Path):  # noqa: ANN202
 
     sweep = load(file)
     with _progress(len(sweep.points()), "planning") as advance:
-        return plan(sweep, progress=advance)
+        return plan(sweep, progress=advance, tracing=lambda name: advance(name, 0))
 
 
 @sweep_app.command("plan")

@@ -276,6 +276,25 @@ def store(kind: str) -> Store | None:
 T = TypeVar("T")
 
 
+def _result_key(name: str, parts: Any, model: str | None, methods: tuple[str, ...]) -> str | None:
+    from costmodel.trace import serialize
+
+    source = scenario_source(model or "", *methods)
+    try:
+        return digest(name, serialize.encode(parts), source) if source else None
+    except (serialize.DecodeError, TypeError):
+        return None
+
+
+def stored(name: str, parts: Any, model: str | None = None,
+           methods: tuple[str, ...] = ()) -> bool:
+    """Whether :func:`remembered` holds an entry for these ``parts`` (its file exists;
+    not read, so a stale one says yes and is computed again when asked)."""
+    results = store("results")
+    key = _result_key(name, parts, model, methods) if results is not None else None
+    return key is not None and results.path(key).exists()
+
+
 def remembered(name: str, parts: Any, compute: Callable[[], T], tp: Any,
                model: str | None = None, packages: tuple[str, ...] = TRACE_PACKAGES,
                methods: tuple[str, ...] = ()) -> T:
@@ -293,9 +312,8 @@ def remembered(name: str, parts: Any, compute: Callable[[], T], tp: Any,
     results = store("results")
     if results is None:
         return compute()
-    source = scenario_source(model or "", *methods)
+    key = _result_key(name, parts, model, methods)
     try:
-        key = digest(name, serialize.encode(parts), source) if source else None
         decode = serialize.decoder(tp)
     except (serialize.DecodeError, TypeError, NameError):  # a field type it cannot store
         key = None

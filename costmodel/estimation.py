@@ -215,6 +215,14 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
                             methods=(s.method,))
 
 
+def estimate_stored(s: Scenario, profile: TimeProfile | None = None) -> bool:
+    """Whether :func:`estimate`'s default answer for ``s`` is in the disk cache."""
+    from costmodel import cache
+    prof = profile if profile is not None else for_device(s.device)
+    return cache.stored("estimate", (s, "runtime", "torch", False, False, prof.digest()),
+                        model=s.model, methods=(s.method,))
+
+
 def _estimate(s: Scenario, convention: str, flops_convention: str, instrumented: bool,
               layers: bool, profile: TimeProfile) -> Estimate:
     if convention not in CONVENTIONS:

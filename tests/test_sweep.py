@@ -226,6 +226,28 @@ def test_plan_lists_each_point_with_its_prediction(sweep_file, costcl):
     assert "no time model" in table.stdout
 
 
+def test_a_cold_plan_traces_on_every_core_and_answers_as_without_cache(sweep_file, costcl,
+                                                                      tmp_path, monkeypatch):
+    """The scenarios missing from the cache are estimated in forked workers first; the plan
+    is the one computed with no cache at all."""
+    from cli import sweep_prewarm
+
+    calls = []
+    real = sweep_prewarm.prewarm
+    monkeypatch.setattr(sweep_prewarm, "prewarm", lambda scenarios, progress=None: calls.append(
+        real(scenarios, progress, workers=2)))
+    monkeypatch.setenv("COSTCL_NO_CACHE", "1")
+    without = costcl("sweep", "plan", str(sweep_file), "--json")
+    assert without.returncode == 0, without.stderr
+    monkeypatch.delenv("COSTCL_NO_CACHE")
+    monkeypatch.setenv("COSTCL_CACHE_DIR", str(tmp_path / "cold"))
+    cold = costcl("sweep", "plan", str(sweep_file), "--json")
+    warm = costcl("sweep", "plan", str(sweep_file), "--json")
+    assert cold.returncode == warm.returncode == 0, cold.stderr
+    assert calls == [0, 3, 0]  # cache off; 3 methods x 2 seeds = 3 scenarios; all cached
+    assert json.loads(cold.stdout) == json.loads(without.stdout) == json.loads(warm.stdout)
+
+
 def test_points_that_cannot_fit_their_device_are_refused_not_run(tmp_path, costcl):
     f = tmp_path / "fit.toml"
     f.write_text(BASE + '[axes]\nmethod = ["sgd", {method = "er", replay_batch = 4}]\n'
