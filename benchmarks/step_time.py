@@ -26,7 +26,7 @@ from costmodel.estimation import estimate
 from costmodel.time_profile import load
 from lightcl.calibrate import calibrate
 from lightcl.runner import build_runner
-from lightcl.step_timing import timed_step
+from lightcl.step_timing import measured_medians
 
 MEDIAN_TARGET, WORST_TARGET = 0.10, 0.25
 
@@ -80,15 +80,10 @@ def main() -> None:
             s = scenario(label, b, args.model)
             predicted[label] = estimate(s, profile=profile).time.step_s
             runners[label] = build_runner(s, "cpu")
-        g = torch.Generator().manual_seed(1)
-        for r in runners.values():  # warm-up: optimizer state, allocator, kernel choice
-            timed_step(r, g)
-        samples: dict[str, list[float]] = {k: [] for k in runners}
-        for _ in range(args.rounds):
-            for label, r in runners.items():
-                samples[label].append(timed_step(r, g))
+        # one warm-up round (optimizer state, allocator, kernel choice), then the rounds
+        medians = measured_medians(runners, args.rounds, warmup=1)
         for label in labels:
-            measured = statistics.median(samples[label])
+            measured = medians[label]
             err = (predicted[label] - measured) / measured
             rows.append((label, runners[label].scenario.model, b, predicted[label], measured, err))
             print(f"  {label:<22} {runners[label].scenario.model:<16} b{b:<4} predicted "

@@ -33,11 +33,12 @@ def calibrate(device: Annotated[str, typer.Option(help="cpu or cuda: where the s
 
     err = Console(stderr=True)
     from lightcl.reference_step import ROUNDS
-    total = len(benches("cpu")) + ROUNDS if device == "cpu" else None
+    built = benches(device) if device == "cpu" else None
+    total = len(built) + ROUNDS if built is not None else None
     with Progress(console=err, transient=True, disable=not err.is_terminal) as p:
         task = p.add_task("calibrating", total=total)
         profile = run_calibrate(device, progress=lambda key: p.update(
-            task, advance=1, description=f"calibrating {key}"))
+            task, advance=1, description=f"calibrating {key}"), built=built)
     atomic_write_text(profile.to_toml(), target)
     load(target)  # what was written reads back
     if as_json:

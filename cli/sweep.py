@@ -122,10 +122,15 @@ def device_memory_bytes(sweep: Sweep) -> dict[str, int | None]:
     return out
 
 
+def scenario_key(s: Scenario) -> str:
+    """Points that differ only in what the scenario does not hold (a seed) share it."""
+    return json.dumps(s.to_json(), sort_keys=True, default=str)
+
+
 def _predict(s: Scenario, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from costmodel.estimation import estimate
 
-    key = json.dumps(s.to_json(), sort_keys=True, default=str)
+    key = scenario_key(s)
     if key not in cache:
         e = estimate(s)
         cache[key] = {"peak_bytes": e.memory.peak_bytes, "run_peak_bytes": e.memory.run_peak_bytes,

@@ -11,7 +11,6 @@ nothing changes.
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -45,13 +44,16 @@ def prewarm(scenarios: Sequence[Scenario], progress: Callable[[str], None] | Non
             workers: int | None = None) -> int:
     """Estimate the scenarios not yet in the disk cache on ``workers`` processes (default:
     every core); returns how many were computed."""
+    from cli.sweep import scenario_key
     from costmodel import cache
     from costmodel.estimation import estimate_stored
+    from costmodel.time_profile import for_device
 
     if cache.active_root() is None or "fork" not in multiprocessing.get_all_start_methods():
         return 0
-    distinct = {json.dumps(s.to_json(), sort_keys=True, default=str): s for s in scenarios}
-    todo = [s for s in distinct.values() if not estimate_stored(s)]
+    distinct = {scenario_key(s): s for s in scenarios}
+    profiles = {device: for_device(device) for device in {s.device for s in distinct.values()}}
+    todo = [s for s in distinct.values() if not estimate_stored(s, profiles[s.device])]
     n = min(workers or cores(), len(todo))
     if n < 2:
         return 0

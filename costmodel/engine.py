@@ -113,16 +113,22 @@ class Plan:
                                       opt.step_temporaries(self.grad_sizes, device))
         return self._state_cache[key]
 
+    def _highest(self, x: np.ndarray, temps: int) -> tuple[int | None, int]:
+        """(the checkpoint holding the step's peak at ``x``, its bytes); the checkpoint is
+        ``None`` where the optimizer's step (after backward, plus ``temps``) is higher."""
+        totals = self._tot @ x
+        k = int(totals.argmax())
+        after = int(self._after @ x) + temps
+        return (None, after) if after > int(totals[k]) else (k, int(totals[k]))
+
     def memory(self, batch: int, replay: int, opt: OptimizerSpec, device: str,
                constants: Mapping[str, int], scratch: bool = True) -> MemoryPoint:
         """The step's peak at (batch, replay); ``scratch``: also the peak with the CPU
         kernels' scratch (``with_scratch_bytes``; a sweep of thousands leaves it out)."""
         state, temps = self.optimizer_bytes(opt, device)
         x = np.array((1, batch, replay), dtype=np.int64)
-        totals = self._tot @ x
-        k = int(totals.argmax())
-        after = int(self._after @ x)
-        if after + temps > int(totals[k]):
+        k, _ = self._highest(x, temps)
+        if k is None:
             cats = self.timeline.after_backward @ x
             phase, where = "optimizer", f"{opt.name}.step()"
             extra_temps = temps
@@ -146,13 +152,8 @@ class Plan:
         thousands of points (``outside_bytes``: the sum of its ``constants``)."""
         state, temps = self.optimizer_bytes(opt, device)
         x = np.array((1, batch, replay), dtype=np.int64)
-        totals = self._tot @ x
-        k = int(totals.argmax())
-        after = int(self._after @ x) + temps
-        top = int(totals[k])
-        if after > top:
-            return after + state + outside_bytes, "optimizer"
-        return top + state + outside_bytes, self.timeline.phase[k]
+        k, top = self._highest(x, temps)
+        return top + state + outside_bytes, "optimizer" if k is None else self.timeline.phase[k]
 
     def _with_scratch(self, x: np.ndarray, peak: int, outside: int) -> int | None:
         """The op-level peak or a kernel's scratch over its checkpoint, whichever is higher."""

@@ -208,18 +208,24 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
     ``costcl calibrate`` wrote one, else an uncalibrated generic one)."""
     from costmodel import cache
     prof = profile if profile is not None else for_device(s.device)
-    return cache.remembered("estimate", (s, convention, flops_convention, instrumented, layers,
-                                         prof.digest()),
+    return cache.remembered("estimate", _answer_parts(s, convention, flops_convention,
+                                                      instrumented, layers, prof),
                             lambda: _estimate(s, convention, flops_convention, instrumented,
                                               layers, prof), Estimate, model=s.model,
                             methods=(s.method,))
+
+
+def _answer_parts(s: Scenario, convention: str, flops_convention: str, instrumented: bool,
+                  layers: bool, profile: TimeProfile) -> tuple:
+    """What an estimate's answer depends on beyond the code: its disk-cache key."""
+    return (s, convention, flops_convention, instrumented, layers, profile.digest())
 
 
 def estimate_stored(s: Scenario, profile: TimeProfile | None = None) -> bool:
     """Whether :func:`estimate`'s default answer for ``s`` is in the disk cache."""
     from costmodel import cache
     prof = profile if profile is not None else for_device(s.device)
-    return cache.stored("estimate", (s, "runtime", "torch", False, False, prof.digest()),
+    return cache.stored("estimate", _answer_parts(s, "runtime", "torch", False, False, prof),
                         model=s.model, methods=(s.method,))
 
 

@@ -25,16 +25,11 @@ import itertools
 import numpy as np
 
 from costmodel.memory import graph
+from costmodel.timing import PASS_THROUGH, base_name
 from costmodel.trace.records import StepTrace
 
 MMAP_THRESHOLD_BYTES = 32 << 20
 """glibc's largest dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)."""
-PASS_THROUGH = frozenset({"add", "add_", "sub", "sub_"})
-
-
-def _base(name: str) -> str:
-    parts = name.split(".")
-    return parts[1] if name.startswith("aten.") and len(parts) > 1 else name
 
 
 def allocation_lines(trace: StepTrace, sel: graph.Selection) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +48,7 @@ def allocation_lines(trace: StepTrace, sel: graph.Selection) -> tuple[np.ndarray
             continue
         for sid in op.outputs:
             keep(fwd, storages[sid].nbytes)
-        if _base(op.name) in PASS_THROUGH:
+        if base_name(op.name) in PASS_THROUGH:
             continue
         for sid, node in zip(op.inputs, op.grad_nodes):
             if graph.needs_grad(sel, node):

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from costmodel.large_allocations import LargeBytes, allocation_lines
 from costmodel.memory import graph
 from costmodel.time_profile import TimeProfile
 from costmodel.trace.records import Lin, OpFact, StepTrace, StorageKind
@@ -242,7 +241,8 @@ class StepTimer:
         if not self._alloc_s_per_byte:
             return 0.0, 0.0
         fwd_bwd = self._allocs.get(sel.trainable)
-        if fwd_bwd is None:
+        if fwd_bwd is None:  # (imported here: it reads this module's op classes)
+            from costmodel.large_allocations import LargeBytes, allocation_lines
             fwd_bwd = self._allocs[sel.trainable] = tuple(
                 LargeBytes(lines) for lines in allocation_lines(self.trace, sel))
         k = self._alloc_s_per_byte
@@ -326,14 +326,15 @@ def evaluation_seconds(forward_s: Callable[[int], float], images: int,
 def run_seconds(schedule: Iterable[Any], batch: int, tasks: int, replay_of: Callable[[str], int],
                 step_s: Callable[[str, int, int, int], float], forward: TimeLin,
                 one_sample_s: float, test_images_per_task: int,
-                forward_s: Callable[[int], float] | None = None) -> tuple[float, float]:
+                forward_s: Callable[[int], float]) -> tuple[float, float]:
     """(training steps and the work between them, evaluation) in seconds.
 
     ``step_s(variant, task, b, r)`` is one step's seconds; every phase runs its
     full batches and one smaller last batch per epoch, per task; a phase's extra
     forward samples (herding, references) cost the forward per sample, its extra
     trained samples (EWC's Fisher) a batch-of-one step each.  The evaluation after
-    each task runs a forward over the test images of every task seen.
+    each task runs a forward over the test images of every task seen, ``forward_s(b)``
+    seconds a batch of ``b``.
     """
     train = 0.0
     for ph in schedule:
@@ -344,9 +345,6 @@ def run_seconds(schedule: Iterable[Any], batch: int, tasks: int, replay_of: Call
                                                               if rest else 0.0)
             train += ph.epochs * epoch + ph.extra_forward_samples * forward[1] \
                 + ph.extra_train_samples * one_sample_s
-    if forward_s is None:
-        def forward_s(b: int) -> float:
-            return forward[0] + forward[1] * b
     evaluation = sum(evaluation_seconds(forward_s, test_images_per_task * (t + 1))
                      for t in range(tasks))
     return train, evaluation

@@ -2,8 +2,9 @@
 
 Each rate of :mod:`costmodel.time_profile` is measured on an op of its class at
 two sizes (the fastest of seven runs after a warm-up, caches evicted before each), and the two points give
-the affine rate ``seconds = fixed_s + amount / per_s`` the time model reads; a real
-training step then sets the profile's ``step_scale`` (:mod:`lightcl.reference_step`).
+the affine rate ``seconds = fixed_s + amount / per_s`` the time model reads; real
+training steps then set the profile's ``fixed_scale`` and ``step_scale``
+(:mod:`lightcl.reference_step`).
 The sizes are those of the CIFAR-sized networks costcl ships (a 3-channel stem,
 16-channel maps at 32x32, 64 at 16x16, 256 at 8x8, a depthwise layer), where the
 whole set runs in about half a minute on 2 cores.  Inputs are random in [0, 1):
@@ -245,9 +246,11 @@ def _optimizer_run(name: str, tensors: int, numel: int,
 
 
 def calibrate(device: str = "cpu", progress: Progress | None = None,
-              name: str | None = None, reference: bool = True) -> TimeProfile:
-    """Measure every rate on ``device``, then (``reference``) the step scale on a real
-    step (:mod:`lightcl.reference_step`); about half a minute on 2 CPU cores."""
+              name: str | None = None, reference: bool = True,
+              built: list[Bench] | None = None) -> TimeProfile:
+    """Measure every rate on ``device``, then (``reference``) fit the fixed and amount
+    scales to real steps (:mod:`lightcl.reference_step`); about 35 s on 2 CPU cores.
+    ``built``: :func:`benches` of ``device``, when the caller made them (to count them)."""
     if device not in ("cpu", "cuda"):
         from costmodel.errors import suggest
         raise suggest(device, ["cpu", "cuda"], "device")
@@ -255,7 +258,7 @@ def calibrate(device: str = "cpu", progress: Progress | None = None,
         raise CostclError("--device cuda, but no CUDA device is visible; use --device cpu")
     tell = progress or (lambda key: None)
     rates: dict[str, Rate] = {}
-    for bench in benches(device):
+    for bench in built if built is not None else benches(device):
         tell(bench.key)
         if bench.key.startswith("optimizer."):
             (f_small, a_small, n_small), (f_big, a_big, n_big) = bench.runs  # type: ignore[misc]

@@ -51,11 +51,19 @@ def shapes(tree: object) -> object:
     return tree
 
 
-def run(func, args: tuple, kwargs: dict) -> object:  # noqa: ANN001
-    """``func(*args, **kwargs)``: computed once per signature for an admitted op."""
+def leaves(args: tuple, kwargs: dict) -> list:
+    """An op's arguments flattened, keyword names included (what :func:`run` keys on)."""
+    return flat((args, tuple(kwargs.items())), [])
+
+
+def run(func, args: tuple, kwargs: dict, flat_args: list | None = None) -> object:  # noqa: ANN001
+    """``func(*args, **kwargs)``: computed once per signature for an admitted op.
+    ``flat_args``: :func:`leaves` of the arguments, when the caller has them already."""
     if not _admitted(func):
         return func(*args, **kwargs)
-    key = _signature(func, args, kwargs)
+    if flat_args is None:
+        flat_args = leaves(args, kwargs)
+    key = _signature(func, flat_args)
     try:
         seen = key is not None and key in _OUTPUTS
     except TypeError:  # an argument that does not hash
@@ -74,7 +82,7 @@ def run(func, args: tuple, kwargs: dict) -> object:  # noqa: ANN001
     out = rule(*args, **kwargs) if rule is not None else None
     if out is None:
         out = func(*args, **kwargs)
-    _OUTPUTS[key] = _record(out, args, kwargs)
+    _OUTPUTS[key] = _record(out, flat_args)
     return out
 
 
@@ -91,10 +99,10 @@ def _admitted(func) -> bool:  # noqa: ANN001
     return known
 
 
-def _signature(func, args: tuple, kwargs: dict) -> tuple | None:  # noqa: ANN001
+def _signature(func, flat_args: list) -> tuple | None:  # noqa: ANN001
     """The op and every argument's metadata; None when a tensor is not on meta."""
     key: list = [func]
-    for a in flat((args, tuple(kwargs.items())), []):
+    for a in flat_args:
         if isinstance(a, torch.Tensor):
             if a.device.type != "meta":
                 return None
@@ -104,14 +112,13 @@ def _signature(func, args: tuple, kwargs: dict) -> tuple | None:  # noqa: ANN001
     return tuple(key)
 
 
-def _record(out: object, args: tuple, kwargs: dict) -> tuple | None:
+def _record(out: object, flat_args: list) -> tuple | None:
     """The outputs' metadata, or None unless each is a fresh meta tensor owning its storage."""
     one = isinstance(out, torch.Tensor)
     outs = (out,) if one else out
     if not isinstance(outs, tuple) or not all(isinstance(t, torch.Tensor) for t in outs):
         return None
-    inputs = {a.untyped_storage()._cdata for a in flat((args, tuple(kwargs.values())), [])
-              if isinstance(a, torch.Tensor)}
+    inputs = {a.untyped_storage()._cdata for a in flat_args if isinstance(a, torch.Tensor)}
     seen: set[int] = set()
     for t in outs:
         st = t.untyped_storage()

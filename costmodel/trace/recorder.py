@@ -153,9 +153,9 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        out = meta_outputs.run(func, args, kwargs)
-        tensors_in = [a for a in meta_outputs.flat((args, tuple(kwargs.values())), [])
-                      if isinstance(a, torch.Tensor)]
+        flat_args = meta_outputs.leaves(args, kwargs)
+        out = meta_outputs.run(func, args, kwargs, flat_args)
+        tensors_in = [a for a in flat_args if isinstance(a, torch.Tensor)]
         inputs = tuple(self.sid_of(a) for a in tensors_in)
         sources = tuple(a.grad_fn if a.grad_fn is not None else
                         (("leaf", id(a)) if a.requires_grad else None) for a in tensors_in)
