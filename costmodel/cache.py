@@ -303,7 +303,8 @@ def remembered(name: str, parts: Any, compute: Callable[[], T], tp: Any,
     torchvision (``results/``).
 
     ``tp`` is the result's type: a stored result must decode into exactly it, and a
-    result is stored only if it comes back equal (so a warm answer is the cold one).
+    result is stored only if it is exactly of it, so that it comes back equal (a warm
+    answer is the cold one: :func:`~costmodel.trace.serialize.encoder`).
     ``model``, ``methods``: the model and methods the result depends on, for the source
     of a user's factory or method plugins.
     """
@@ -314,7 +315,7 @@ def remembered(name: str, parts: Any, compute: Callable[[], T], tp: Any,
         return compute()
     key = _result_key(name, parts, model, methods)
     try:
-        decode = serialize.decoder(tp)
+        decode, encode = serialize.decoder(tp), serialize.encoder(tp)
     except (serialize.DecodeError, TypeError, NameError):  # a field type it cannot store
         key = None
     if key is None:
@@ -327,12 +328,10 @@ def remembered(name: str, parts: Any, compute: Callable[[], T], tp: Any,
             pass  # never trusted: computed again and overwritten
     value = compute()
     try:
-        data = serialize.encode(value)
-        same = decode(data) == value
+        data = encode(value)
     except (serialize.DecodeError, TypeError, ValueError, RecursionError):
-        same = False
-    if same:
-        results.save(key, versions(packages), data)
+        return value  # not exactly of its declared type: not stored
+    results.save(key, versions(packages), data)
     return value
 
 

@@ -93,6 +93,33 @@ def test_a_warm_estimate_equals_the_cold_one(s, cache_dir, monkeypatch):
     assert json.dumps(cold, sort_keys=True) == json.dumps(from_traces, sort_keys=True)
 
 
+@pytest.mark.parametrize("s", CASES[:3], ids=lambda s: f"{s.method}-{s.model}")
+def test_a_stored_trace_decodes_to_the_traced_one(s, cache_dir):
+    """What the typed encoder stores comes back equal, record for record, through JSON."""
+    from costmodel import methods
+
+    resolved = methods.resolve(s)
+    sm = engine._trace_method(resolved, methods.get(resolved.method, resolved.impl), "main")
+    payload = serialize.encode_step(sm.trace, sm.state_bytes, sm.anomaly, sm.prepared_trainable)
+    assert payload is not None
+    back = serialize.decode_step(json.loads(json.dumps(payload)))
+    assert back == (sm.trace, dict(sm.state_bytes), sm.anomaly, sm.prepared_trainable)
+    assert len(sm.trace.ops) > 10
+
+
+def test_what_would_not_come_back_equal_is_not_stored():
+    from costmodel.trace.records import Segment
+
+    for tp, value in [(int, True), (int, 2.0), (tuple[int, ...], [1, 2]), (list[int], (1, 2)),
+                      (float, float("nan")), (str, None), (Segment, (1, 2)),
+                      (dict[str, int], {1: 2}), (tuple[int, int, int], (1, 2))]:
+        with pytest.raises(serialize.DecodeError):
+            serialize.encoder(tp)(value)
+    assert serialize.encoder(tuple[int, ...])((1, 2)) == [1, 2]
+    assert serialize.encoder(frozenset[str] | None)(frozenset({"b", "a"})) == ["a", "b"]
+    assert serialize.decoder(Segment)(serialize.encoder(Segment)(Segment(3, 4))) == Segment(3, 4)
+
+
 def test_the_paper_convention_and_a_sweep_are_remembered(cache_dir, monkeypatch):
     from budgets.curves import batch_curves, exemplar_curves
 

@@ -36,6 +36,7 @@ from costmodel.models.registry import build_model, head_name
 from costmodel.models.staged import split
 from costmodel.errors import CostclError
 from costmodel.scenario import Scenario
+from costmodel.trace.meta_outputs import FastMeta
 
 
 def _epochs(s: Scenario) -> int:
@@ -111,8 +112,8 @@ def channel_masks(net: nn.Module) -> dict[str, torch.Tensor]:
 
 @functools.cache
 def map_shapes(model: str, input_shape: tuple[int, ...], classes: int) -> tuple[tuple[int, ...], ...]:
-    """(C, H, W) of each of the four maps, from one meta forward, kept on disk: a process's
-    first meta forward imports torch._dynamo (seconds) and a warm run traces nothing else."""
+    """(C, H, W) of each of the four maps, from one meta forward, kept on disk: a warm run
+    traces nothing else."""
     from costmodel import cache
     return cache.remembered("lightcl.map_shapes", (model, input_shape, classes),
                             lambda: _map_shapes(model, input_shape, classes),
@@ -121,7 +122,7 @@ def map_shapes(model: str, input_shape: tuple[int, ...], classes: int) -> tuple[
 
 def _map_shapes(model: str, input_shape: tuple[int, ...], classes: int) -> tuple[tuple[int, ...], ...]:
     net = build_model(model, classes, input_shape[0], "meta")
-    with feature_maps(net) as maps, torch.no_grad():
+    with feature_maps(net) as maps, torch.no_grad(), FastMeta():  # no Python references
         net(torch.empty((1, *input_shape), device="meta"))
     return tuple(tuple(m.shape[1:]) for m in maps)
 

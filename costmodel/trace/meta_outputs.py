@@ -13,16 +13,21 @@ always runs).
 Batch norm mutates its running statistics; on meta tensors that changes nothing, so
 it is admitted too.
 
-A few ops whose meta kernel is a Python reference behind ``torch._disable_dynamo``
-(batch norm, ReLU, a linear layer, cross-entropy) have a rule of their own in :data:`RULES`, written from that
-reference: its first call would import torch._dynamo, 2 to 4 s of a cold estimate on
-2 cores.  tests/test_meta_outputs.py holds each rule to the kernel it replaces.
+Ops whose meta kernel is a Python reference behind ``torch._disable_dynamo`` (batch
+norm, ReLU, a linear layer, cross-entropy, addition, concatenation, ...) have output
+rules (:mod:`costmodel.trace.meta_rules`): the reference's first call would import
+torch._dynamo, 2 to 4 s of a cold estimate on 2 cores.
+
+:class:`FastMeta` runs a plain meta forward (no trace) through the same records and rules.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from costmodel.trace.meta_rules import IN_PLACE, RULES
 
 _ALWAYS = {torch.ops.aten.native_batch_norm.default}
 """Ops admitted despite a mutated argument (the mutation has no effect on meta)."""
@@ -59,6 +64,14 @@ def leaves(args: tuple, kwargs: dict) -> list:
 def run(func, args: tuple, kwargs: dict, flat_args: list | None = None) -> object:  # noqa: ANN001
     """``func(*args, **kwargs)``: computed once per signature for an admitted op.
     ``flat_args``: :func:`leaves` of the arguments, when the caller has them already."""
+    fits = IN_PLACE.get(func)
+    if fits is not None:
+        if flat_args is None:
+            flat_args = leaves(args, kwargs)
+        if all(a.device.type == "meta" for a in flat_args if isinstance(a, torch.Tensor)) \
+                and fits(*args, **kwargs):
+            return args[0]  # on meta, an in-place op that succeeds changes nothing
+        return func(*args, **kwargs)
     if not _admitted(func):
         return func(*args, **kwargs)
     if flat_args is None:
@@ -130,80 +143,13 @@ def _record(out: object, flat_args: list) -> tuple | None:
     return one, tuple((tuple(t.shape), t.stride(), t.dtype) for t in outs)
 
 
-# -- output rules for ops whose meta kernel is a slow Python reference -------------
+class FastMeta(TorchDispatchMode):
+    """Every op on meta tensors through :func:`run`: a forward that only wants shapes
+    (LightCL's feature maps) without the Python references' cost and imports."""
 
-_COMPUTATION_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
-"""torch._prims_common.get_computation_dtype, for the floating dtypes the rules admit."""
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # else torch wraps __torch_dispatch__ in dynamo.disable: an import
 
-
-def _dense(t: torch.Tensor) -> bool:
-    """An element-wise result keeps these strides (torch's rule for dense inputs)."""
-    return t.dtype.is_floating_point and (
-        t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
-        or (t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d)))
-
-
-def _relu(a: torch.Tensor) -> torch.Tensor | None:
-    """torch._refs.nn.functional.relu: ``where(a <= 0, 0, a)``, element-wise on ``a``."""
-    return torch.empty_like(a) if _dense(a) else None
-
-
-def _native_batch_norm(input: torch.Tensor, weight: torch.Tensor | None,  # noqa: A002
-                       bias: torch.Tensor | None, running_mean: torch.Tensor | None,
-                       running_var: torch.Tensor | None, training: bool, momentum: float,
-                       eps: float) -> tuple[torch.Tensor, ...] | None:
-    """torch._decomp.decompositions.native_batch_norm_helper on a non-CPU device (meta):
-    the output is element-wise on the input; the saved statistics are per channel in the
-    computation dtype, and outside training they are the running statistics' copies."""
-    if input.dim() < 2 or not _dense(input):
-        return None
-    stats = _COMPUTATION_DTYPE.get(input.dtype, input.dtype)
-    if training:
-        shapes_ = [(input.shape[1],)] * 2
-    elif running_mean is None or running_var is None:
-        return None
-    else:
-        shapes_ = [tuple(running_mean.shape), tuple(running_var.shape)]
-    return (torch.empty_like(input),
-            *(torch.empty(shape, dtype=stats, device="meta") for shape in shapes_))
-
-
-def _addmm(bias: torch.Tensor, mat1: torch.Tensor, mat2: torch.Tensor, *,
-           beta: float = 1, alpha: float = 1) -> torch.Tensor | None:
-    """torch._decomp.decompositions.addmm: ``alpha * mm(mat1, mat2) + beta * bias``, contiguous."""
-    if mat1.dim() != 2 or mat2.dim() != 2 or mat1.shape[1] != mat2.shape[0] or \
-            not mat1.dtype.is_floating_point or not mat1.dtype == mat2.dtype == bias.dtype:
-        return None
-    out = (mat1.shape[0], mat2.shape[1])
-    if bias.dim() > 2 or any(b not in (1, o) for b, o in zip(reversed(bias.shape), reversed(out))):
-        return None
-    return torch.empty(out, dtype=mat1.dtype, device="meta")
-
-
-def _log_softmax(x: torch.Tensor, dim: int, half_to_float: bool) -> torch.Tensor | None:
-    """torch._decomp.decompositions._log_softmax: contiguous, as eager's is."""
-    if not x.dtype.is_floating_point or not -max(x.dim(), 1) <= dim < max(x.dim(), 1):
-        return None
-    return torch.empty(x.shape, dtype=torch.float32 if half_to_float else x.dtype, device="meta")
-
-
-def _nll_loss_forward(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-                      reduction: int, ignore_index: int) -> tuple[torch.Tensor, ...] | None:
-    """torch._decomp.decompositions.nll_loss_forward on a (N, C) input: the loss per sample
-    (reduction 'none') or one number, and the total weight."""
-    if x.dim() != 2 or target.dim() != 1 or target.shape[0] != x.shape[0] or \
-            target.dtype != torch.int64 or not x.dtype.is_floating_point or \
-            reduction not in (0, 1, 2) or \
-            (weight is not None and (weight.dim() != 1 or weight.shape[0] != x.shape[1])):
-        return None
-    loss = (x.shape[0],) if reduction == 0 else ()
-    return (torch.empty(loss, dtype=x.dtype, device="meta"),
-            torch.empty((), dtype=x.dtype, device="meta"))
-
-
-RULES = {torch.ops.aten.relu.default: _relu,
-         torch.ops.aten.native_batch_norm.default: _native_batch_norm,
-         torch.ops.aten.addmm.default: _addmm,
-         torch.ops.aten._log_softmax.default: _log_softmax,
-         torch.ops.aten.nll_loss_forward.default: _nll_loss_forward}
-"""Op -> its outputs made from the arguments' metadata (``None``: run the kernel)."""
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        return run(func, args, kwargs or {})

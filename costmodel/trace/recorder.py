@@ -166,10 +166,10 @@ class _Recorder(TorchDispatchMode):
             sid = self.sid_of(t)
             if sid >= known and sid not in outputs:
                 outputs.append(sid)
-        name = str(func)
-        fl = flop_table.op_flops(
-            name, meta_outputs.shapes(args),
-            [tuple(t.shape) for t in tensors_out])
+        name = _OP_NAMES.get(func) or _OP_NAMES.setdefault(func, str(func))
+        fl = flop_table.op_flops(name, meta_outputs.shapes(args),
+                                 [tuple(t.shape) for t in tensors_out]) \
+            if name in flop_table.FORMULAS else None
         in_numel = tensors_in[0].numel() if tensors_in else 0
         out_numel = max((t.numel() for t in tensors_out), default=0)
         ew = 0 if fl else flop_table.elementwise_flops(name, in_numel, out_numel)
@@ -195,12 +195,12 @@ def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
     for n in order:
         name = n.name()
         when: dict[int, tuple[int, ...] | None] = {}  # saved storage -> its guard edges
-        for attr in dir(n):
-            if attr.startswith("_saved_"):
-                unpacked.clear()
-                getattr(n, attr)
-                _merge_guard(when, unpacked, saved_guards.saved_when(name, attr))
-        if hasattr(n, "saved_tensors"):  # a custom autograd.Function
+        saved, custom = _saved_attributes(type(n))
+        for attr in saved:
+            unpacked.clear()
+            getattr(n, attr)
+            _merge_guard(when, unpacked, saved_guards.saved_when(name, attr))
+        if custom:  # a custom autograd.Function
             unpacked.clear()
             try:
                 n.saved_tensors  # noqa: B018
@@ -216,6 +216,22 @@ def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
         nodes.append(RawNode(name, edges, slot_bytes, tuple(when), leaf, tuple(when.values()),
                              _kernel(n, name)))
     return nodes, index
+
+
+_OP_NAMES: dict = {}
+"""An op overload -> ``str(op)`` (a Python call per op otherwise)."""
+_SAVED: dict[type, tuple[tuple[str, ...], bool]] = {}
+
+
+def _saved_attributes(node_type: type) -> tuple[tuple[str, ...], bool]:
+    """A node class's ``_saved_*`` attributes, and whether it is a custom Function's
+    (``saved_tensors``): the same for every node of the class, and ``dir`` is slow."""
+    known = _SAVED.get(node_type)
+    if known is None:
+        names = dir(node_type)
+        known = _SAVED[node_type] = (tuple(a for a in names if a.startswith("_saved_")),
+                                     "saved_tensors" in names)
+    return known
 
 
 def _kernel(node: torch.autograd.graph.Node, name: str) -> str:
@@ -315,9 +331,17 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
     def pack(t: torch.Tensor) -> _Placeholder:
         return _Placeholder(rec.sid_of(t), t.shape, t.dtype)
 
+    unpacked_as: dict[tuple, torch.Tensor] = {}
+
     def unpack(p: _Placeholder) -> torch.Tensor:
+        """What the graph walk reads (the sid; a shape for a kernel's scratch): one empty
+        meta tensor per shape and dtype serves every placeholder that has them."""
         unpacked.append(p.sid)
-        return torch.empty(p.shape, dtype=p.dtype, device="meta")
+        key = (p.shape, p.dtype)
+        t = unpacked_as.get(key)
+        if t is None:
+            t = unpacked_as[key] = torch.empty(p.shape, dtype=p.dtype, device="meta")
+        return t
 
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)

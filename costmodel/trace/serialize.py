@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -208,23 +209,140 @@ def _dataclass_decoder(cls: type) -> Decoder:
     return decode
 
 
+# -- typed encoding: the inverse of decoding ------------------------------------------
+
+Encoder = Callable[[Any], Any]
+
+
+@functools.cache
+def encoder(tp: Any) -> Encoder:
+    """A function that turns a value of type ``tp`` into JSON-ready data that
+    :func:`decoder` turns back into an equal value, or raises :class:`DecodeError` when
+    the value is not exactly of the declared type (a list where a tuple is declared, a
+    bool where an int is, a NaN): what would not come back equal is never stored.
+    Checking while encoding replaces decoding every entry once more to compare it."""
+    if tp in (int, str, bool):
+        def encode_exact(value: Any) -> Any:
+            if type(value) is not tp:
+                raise _fail(tp.__name__, value)
+            return value
+        return encode_exact
+    if tp is float:
+        def encode_float(value: Any) -> Any:
+            if type(value) not in (float, int) or not math.isfinite(value):
+                raise _fail("a finite float", value)
+            return value
+        return encode_float
+    if tp is Any:
+        return _plain
+    if tp is type(None):
+        return _none
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        def encode_enum(value: Any) -> Any:
+            if type(value) is not tp:
+                raise _fail(tp.__name__, value)
+            return value.value
+        return encode_enum
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _dataclass_encoder(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if len(options) != 1:
+            raise TypeError(f"unsupported union {tp!r}")
+        inner = encoder(options[0])
+        return lambda value: None if value is None else inner(value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            if args[0] is int:
+                return _int_list(None)
+            item = encoder(args[0])
+            return lambda value: [item(v) for v in _exactly(tuple, value)]
+        if all(a is int for a in args):
+            return _int_list(len(args))
+        items = [encoder(a) for a in args]
+
+        def encode_fixed(value: Any) -> list:
+            if len(_exactly(tuple, value)) != len(items):
+                raise DecodeError(f"expected {len(items)} values, got {len(value)}")
+            return [f(v) for f, v in zip(items, value)]
+        return encode_fixed
+    if origin is list:
+        item = encoder(args[0])
+        return lambda value: [item(v) for v in _exactly(list, value)]
+    if origin is frozenset:
+        item = encoder(args[0])
+        return lambda value: sorted(item(v) for v in _exactly(frozenset, value))
+    if origin is dict:
+        key, item = encoder(args[0]), encoder(args[1])
+        return lambda value: {key(k): item(v) for k, v in _exactly(dict, value).items()}
+    if origin is Mapping:  # a read-only view (a scenario's options) decodes to an equal dict
+        key, item = encoder(args[0]), encoder(args[1])
+
+        def encode_mapping(value: Any) -> dict:
+            if not isinstance(value, Mapping):
+                raise _fail("a mapping", value)
+            return {key(k): item(v) for k, v in value.items()}
+        return encode_mapping
+    raise TypeError(f"no encoder for {tp!r}")
+
+
+def _exactly(tp: type, value: Any) -> Any:
+    if type(value) is not tp:
+        raise _fail(tp.__name__, value)
+    return value
+
+
+def _int_list(length: int | None) -> Encoder:
+    def encode_ints(value: Any) -> list[int]:
+        if type(value) is not tuple or (length is not None and len(value) != length):
+            raise _fail(f"a tuple of {length or 'some'} integers", value)
+        for v in value:
+            if type(v) is not int:
+                raise _fail("an integer", v)
+        return list(value)
+    return encode_ints
+
+
+def _dataclass_encoder(cls: type) -> Encoder:
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init]  # what the decoder passes back
+    encoders: list[tuple[str, type | None, Encoder]] = []
+
+    def encode_record(value: Any) -> list:
+        if not encoders:  # resolved lazily, as the decoder's are
+            encoders.extend((f.name, hints[f.name] if hints[f.name] in (int, str, bool) else None,
+                             encoder(hints[f.name])) for f in fields)
+        if type(value) is not cls:
+            raise _fail(cls.__name__, value)
+        out = []
+        for name, scalar, encode_field in encoders:
+            v = getattr(value, name)
+            if scalar is None:
+                out.append(encode_field(v))
+            elif type(v) is scalar:
+                out.append(v)
+            else:
+                raise _fail(scalar.__name__, v)
+        return out
+    return encode_record
+
+
 def encode_trace(trace: StepTrace) -> list:
-    return encode(trace)
+    return encoder(StepTrace)(trace)
 
 
 def encode_step(trace: StepTrace, state_bytes: Mapping[str, int], anomaly: bool,
                 prepared: frozenset[str] | None) -> dict[str, Any] | None:
-    """A traced step's facts as plain data, or ``None`` when they do not come back
-    identical from it (only what round-trips is cached: warm must equal cold)."""
+    """A traced step's facts as plain data, or ``None`` when a value is not exactly of its
+    declared type (only what comes back identical is cached: warm must equal cold)."""
     try:
-        payload = {"trace": encode_trace(trace), "state_bytes": dict(state_bytes),
-                   "anomaly": anomaly,
-                   "prepared_trainable": None if prepared is None else sorted(prepared)}
-        back = decode_step(payload)
-    except DecodeError:
+        return {"trace": encode_trace(trace),
+                "state_bytes": encoder(dict[str, int])(dict(state_bytes)),
+                "anomaly": encoder(bool)(anomaly),
+                "prepared_trainable": encoder(frozenset[str] | None)(prepared)}
+    except (DecodeError, TypeError, RecursionError):
         return None
-    same = back == (trace, dict(state_bytes), anomaly, prepared)
-    return payload if same else None
 
 
 def decode_step(payload: Any) -> tuple[StepTrace, dict[str, int], bool, frozenset[str] | None]:
