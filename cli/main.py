@@ -7,8 +7,10 @@ click's own usage errors.  Heavy imports happen inside the commands, so
 """
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 
 from cli import cost_commands, budget_commands, train_commands, calibrate_commands, cache_commands, sweep_commands  # noqa: F401  (they register)
 from cli.app import CostclInterrupt, app
@@ -69,5 +71,27 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(0)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The ``costcl`` program: :func:`run`, then out without the interpreter's teardown."""
     run()
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """Once torch is imported, a normal exit frees every module's objects one by one:
+    0.5 s of a cold ``costcl estimate`` here.  The work is done and written atomically, so
+    run the exit handlers (temporary folders, worker pools, logging), flush the output
+    and leave.  With another thread still running, exit normally (it is joined)."""
+    if "torch" not in sys.modules or threading.active_count() > 1:
+        return
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader left: nothing more to say
+        pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

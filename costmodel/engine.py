@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from costmodel import plugins
+from costmodel import gc_pause, plugins
 from costmodel.errors import CostclError
 from costmodel.memory import graph
 from costmodel.memory.optimizers import OptimizerSpec
@@ -288,6 +288,7 @@ def work_model(s: Any, method: Any, work: Any) -> StepModel:
     return cached
 
 
+@gc_pause.paused()
 def _cached_trace(s: Any, method: Any, variant: str, work: Any = None) -> StepModel:
     """The traced step (or work) from the disk cache when it holds a valid entry,
     else traced here and stored for the next process (:mod:`costmodel.cache`)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from costmodel import conventions, engine, methods, paper
+from costmodel import conventions, engine, gc_pause, methods, paper
 from costmodel.errors import CostclError
 from costmodel.input_checks import cuda_workspace_note, recurrent_note, small_input_note
 from costmodel.layers import LayerCost, layer_table
@@ -229,6 +229,7 @@ def estimate_stored(s: Scenario, profile: TimeProfile | None = None) -> bool:
                         model=s.model, methods=(s.method,))
 
 
+@gc_pause.paused()
 def _estimate(s: Scenario, convention: str, flops_convention: str, instrumented: bool,
               layers: bool, profile: TimeProfile) -> Estimate:
     if convention not in CONVENTIONS:
