@@ -10,8 +10,10 @@ Measured on this machine's torch 2.14 (oneDNN, x86-64), per op, as a rule each:
   op's output, ``in + w`` (``w`` alone when the input keeps its plain layout, a
   3-channel image) or one more output;
 * convolution backward, input gradient first: ``+out +w +in_blocked ... -w -out
-  +in -in_blocked`` (a strided convolution holds one more input-sized buffer), then the
-  weight gradient: ``+in +out +w_blocked -in -out +w -w_blocked``;
+  +in -in_blocked`` (a strided convolution holds one more input-sized buffer, a strided
+  depthwise one does not), then the weight gradient: ``+in +out +w_blocked -in -out +w
+  -w_blocked`` (a strided depthwise convolution with a kernel over 3x3 reorders neither
+  activation: MobileNetV3's and MnasNet's 5x5s);
 * batch norm backward: one input-sized temporary after its outputs;
 * the CPU flash attention's backward: one more output-sized buffer (the query's gradient
   accumulated in float) beside its three gradients.
@@ -38,24 +40,32 @@ def conv_forward(x: Lin, w: Lin, out: Lin, plain_input: bool) -> list[Lin]:
 
 
 def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
-                  needs_weight: bool, small_channels: int = 0, patch: bool = False) -> list[Lin]:
+                  needs_weight: bool, small_channels: int = 0, patch: bool = False,
+                  depthwise: int = 0) -> list[Lin]:
     """Over both gradients: the input gradient's phase, then the weight gradient's (with
     the input gradient already made).  ``small_channels``: the output channels of a
-    convolution whose output is smaller than its kernel at stride 1 (a CIFAR ResNet's
-    last stage at 64x64; 0: not one): the weight gradient is reduced over a buffer of
-    eight weights and 288 bytes per output channel, with no operand reordered.
+    convolution whose output is smaller than its kernel at stride 1, or a depthwise one's
+    at any stride (a CIFAR ResNet's last stage at 64x64, MnasNet's last 5x5s at 96x96; 0:
+    not one): the weight gradient is reduced over a buffer of
+    eight weights and 288 bytes per output channel, with no operand reordered (a depthwise
+    one: eight weights and 2 KB; measured at 5x5 on 3x3 and 4x4 maps, 3x3 on 2x2).
     ``patch``: a patch embedding (an image cut into kernel-sized patches, a ViT's first
-    layer): the same reduction over eight weights and a copy of the input."""
+    layer): the same reduction over eight weights and a copy of the input.
+    ``depthwise``: the kernel side of a depthwise convolution (0: not one)."""
     made = add(scale(x, needs_input), scale(w, needs_weight))
     peaks: list[Lin] = []
     if needs_input:
-        peaks += [add(add(out, w), x), scale(x, 3 if strided else 2)]
+        peaks += [add(add(out, w), x), scale(x, 3 if strided and not depthwise else 2)]
     if needs_weight:
         before = x if needs_input else ZERO
         if patch:
             peaks.append(add(before, add(add(scale(w, 9), x), (256, 0, 0))))
+        elif small_channels and depthwise:  # eight weights and 2 KB, whatever the channels
+            peaks.append(add(before, add(scale(w, 9), (2048, 0, 0))))
         elif small_channels:
             peaks.append(add(before, add(scale(w, 9), (288 * small_channels + 256, 0, 0))))
+        elif strided and depthwise > 3:
+            peaks.append(add(before, scale(w, 2)))
         else:
             peaks += [add(before, add(add(x, out), w)), add(before, scale(w, 2))]
     return [sub(p, made) for p in peaks]
@@ -64,14 +74,15 @@ def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
 def conv_backward_node(kernel: str, x: Lin, w: Lin, out: Lin, needs_input: bool,
                        needs_weight: bool) -> list[Lin]:
     """:func:`conv_backward` for a traced node's ``kernel`` ('conv', ':strided',
-    ':smallC', ':patch', ':transposed', :attr:`~costmodel.trace.records.NodeFact.kernel`);
+    ':smallC', ':patch', ':depthwiseK', ':transposed', :attr:`~costmodel.trace.records.NodeFact.kernel`);
     a transposed convolution has no rule."""
     parts = kernel.split(":")
     if parts[0] != "conv" or "transposed" in parts:
         return []
     small = next((int(p[len("small"):]) for p in parts if p.startswith("small")), 0)
+    depthwise = next((int(p[len("depthwise"):]) for p in parts if p.startswith("depthwise")), 0)
     return conv_backward(x, w, out, "strided" in parts, needs_input, needs_weight, small,
-                         "patch" in parts)
+                         "patch" in parts, depthwise)
 
 
 def batch_norm_backward(x: Lin, needs_input: bool) -> list[Lin]:

@@ -240,12 +240,14 @@ def _kernel(node: torch.autograd.graph.Node, name: str) -> str:
         return ""
     strided = any(v != 1 for v in node._saved_stride)
     weight = node._saved_weight.shape
+    depthwise = node._saved_groups > 1 and weight[1] == 1
     out = node._input_metadata[0].shape[2:]
     below = any(o < k for o, k in zip(out, weight[2:]))  # an output smaller than the kernel
-    small = below and not strided
-    patch = below and strided and weight[1] < 8  # a ViT's patch embedding of an image
+    small = below and (not strided or depthwise)  # a depthwise one: strided or not
+    patch = below and strided and weight[1] < 8 and not depthwise  # a ViT's patch embedding
     return ("conv" + (":strided" if strided else "") + (f":small{weight[0]}" if small else "")
-            + (":patch" if patch else "") + (":transposed" if node._saved_transposed else ""))
+            + (":patch" if patch else "") + (f":depthwise{max(weight[2:])}" if depthwise else "")
+            + (":transposed" if node._saved_transposed else ""))
 
 
 def _merge_guard(when: dict[int, tuple[int, ...] | None], sids: list[int],

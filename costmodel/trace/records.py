@@ -116,8 +116,9 @@ class NodeFact:
     save it (:mod:`~costmodel.trace.saved_guards`); ``None`` (or no entry): always saved."""
     kernel: str = ""
     """A convolution's backward: 'conv', ':strided', ':smallC' (an output smaller than the
-    kernel at stride 1, C output channels), ':transposed': what its CPU kernel's scratch
-    depends on beyond sizes (:mod:`costmodel.memory.kernel_scratch`)."""
+    kernel at stride 1, C output channels), ':patch', ':depthwiseK' (a K x K depthwise
+    kernel), ':transposed': what its CPU kernel's scratch depends on beyond sizes
+    (:mod:`costmodel.memory.kernel_scratch`)."""
 
 
 @dataclass(slots=True)
