@@ -41,7 +41,7 @@ def conv_forward(x: Lin, w: Lin, out: Lin, plain_input: bool) -> list[Lin]:
 
 def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
                   needs_weight: bool, small_channels: int = 0, patch: bool = False,
-                  depthwise: int = 0) -> list[Lin]:
+                  depthwise: int = 0, nhwc: bool = False) -> list[Lin]:
     """Over both gradients: the input gradient's phase, then the weight gradient's (with
     the input gradient already made).  ``small_channels``: the output channels of a
     convolution whose output is smaller than its kernel at stride 1, or a depthwise one's
@@ -51,8 +51,16 @@ def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
     one: eight weights and 2 KB; measured at 5x5 on 3x3 and 4x4 maps, 3x3 on 2x2).
     ``patch``: a patch embedding (an image cut into kernel-sized patches, a ViT's first
     layer): the same reduction over eight weights and a copy of the input.
-    ``depthwise``: the kernel side of a depthwise convolution (0: not one)."""
+    ``depthwise``: the kernel side of a depthwise convolution (0: not one).
+    ``nhwc``: an input already in oneDNN's channels-last layout (ConvNeXt's, after a
+    permute): no activation is reordered; the weight gradient holds three more weights
+    (65 for a 7x7 depthwise kernel), whatever the batch, map or thread count (measured
+    for 2x2/2, 3x3/1, 3x3/2 and 7x7 depthwise at 7x7 to 56x56, 1 and 2 threads).  Its
+    input gradient alone (a frozen weight) is not measured: one reordered weight."""
     made = add(scale(x, needs_input), scale(w, needs_weight))
+    if nhwc and (not depthwise or depthwise == 7):
+        held = scale(w, 65 if depthwise else 3) if needs_weight else w
+        return [held]
     peaks: list[Lin] = []
     if needs_input:
         peaks += [add(add(out, w), x), scale(x, 3 if strided and not depthwise else 2)]
@@ -74,7 +82,7 @@ def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
 def conv_backward_node(kernel: str, x: Lin, w: Lin, out: Lin, needs_input: bool,
                        needs_weight: bool) -> list[Lin]:
     """:func:`conv_backward` for a traced node's ``kernel`` ('conv', ':strided',
-    ':smallC', ':patch', ':depthwiseK', ':transposed', :attr:`~costmodel.trace.records.NodeFact.kernel`);
+    ':smallC', ':patch', ':depthwiseK', ':nhwc', ':transposed', :attr:`~costmodel.trace.records.NodeFact.kernel`);
     a transposed convolution has no rule."""
     parts = kernel.split(":")
     if parts[0] != "conv" or "transposed" in parts:
@@ -82,7 +90,7 @@ def conv_backward_node(kernel: str, x: Lin, w: Lin, out: Lin, needs_input: bool,
     small = next((int(p[len("small"):]) for p in parts if p.startswith("small")), 0)
     depthwise = next((int(p[len("depthwise"):]) for p in parts if p.startswith("depthwise")), 0)
     return conv_backward(x, w, out, "strided" in parts, needs_input, needs_weight, small,
-                         "patch" in parts, depthwise)
+                         "patch" in parts, depthwise, "nhwc" in parts)
 
 
 def batch_norm_backward(x: Lin, needs_input: bool) -> list[Lin]:

@@ -98,10 +98,11 @@ SetupFactory = Callable[[int, int, BackwardHook], TraceSetup]
 class _Placeholder:
     """What autograd keeps instead of a saved tensor during the trace."""
 
-    __slots__ = ("sid", "shape", "dtype")
+    __slots__ = ("sid", "shape", "stride", "dtype")
 
-    def __init__(self, sid: int, shape: torch.Size, dtype: torch.dtype) -> None:
-        self.sid, self.shape, self.dtype = sid, shape, dtype
+    def __init__(self, sid: int, shape: torch.Size, stride: tuple[int, ...],
+                 dtype: torch.dtype) -> None:
+        self.sid, self.shape, self.stride, self.dtype = sid, shape, stride, dtype
 
 
 class _Recorder(TorchDispatchMode):
@@ -241,13 +242,16 @@ def _kernel(node: torch.autograd.graph.Node, name: str) -> str:
     strided = any(v != 1 for v in node._saved_stride)
     weight = node._saved_weight.shape
     depthwise = node._saved_groups > 1 and weight[1] == 1
+    x = node._saved_input
+    nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and \
+        not x.is_contiguous()  # oneDNN's own layout (ConvNeXt's maps, after a permute)
     out = node._input_metadata[0].shape[2:]
     below = any(o < k for o, k in zip(out, weight[2:]))  # an output smaller than the kernel
     small = below and (not strided or depthwise)  # a depthwise one: strided or not
     patch = below and strided and weight[1] < 8 and not depthwise  # a ViT's patch embedding
     return ("conv" + (":strided" if strided else "") + (f":small{weight[0]}" if small else "")
             + (":patch" if patch else "") + (f":depthwise{max(weight[2:])}" if depthwise else "")
-            + (":transposed" if node._saved_transposed else ""))
+            + (":nhwc" if nhwc else "") + (":transposed" if node._saved_transposed else ""))
 
 
 def _merge_guard(when: dict[int, tuple[int, ...] | None], sids: list[int],
@@ -331,18 +335,19 @@ def _trace_once(factory: SetupFactory, batch: int, replay: int,
     unpacked: list[int] = []
 
     def pack(t: torch.Tensor) -> _Placeholder:
-        return _Placeholder(rec.sid_of(t), t.shape, t.dtype)
+        return _Placeholder(rec.sid_of(t), t.shape, t.stride(), t.dtype)
 
     unpacked_as: dict[tuple, torch.Tensor] = {}
 
     def unpack(p: _Placeholder) -> torch.Tensor:
-        """What the graph walk reads (the sid; a shape for a kernel's scratch): one empty
-        meta tensor per shape and dtype serves every placeholder that has them."""
+        """What the graph walk reads (the sid; a shape and layout for a kernel's scratch):
+        one empty meta tensor per shape, strides and dtype serves every placeholder."""
         unpacked.append(p.sid)
-        key = (p.shape, p.dtype)
+        key = (p.shape, p.stride, p.dtype)
         t = unpacked_as.get(key)
         if t is None:
-            t = unpacked_as[key] = torch.empty(p.shape, dtype=p.dtype, device="meta")
+            t = unpacked_as[key] = torch.empty_strided(p.shape, p.stride, dtype=p.dtype,
+                                                       device="meta")
         return t
 
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)

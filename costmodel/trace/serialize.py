@@ -117,11 +117,7 @@ def decoder(tp: Any) -> Decoder:
         return _dataclass_decoder(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        if len(options) != 1:
-            raise TypeError(f"unsupported union {tp!r}")
-        inner = decoder(options[0])
-        return lambda value: None if value is None else inner(value)
+        return _optional(tp, decoder)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             if args[0] is int:
@@ -153,6 +149,15 @@ def decoder(tp: Any) -> Decoder:
             return {key(k): item(v) for k, v in value.items()}
         return decode_dict
     raise TypeError(f"no decoder for {tp!r}")
+
+
+def _optional(tp: Any, make: Callable[[Any], Decoder]) -> Decoder:
+    """``X | None`` (the one union the records use): ``None``, or ``make(X)``'s answer."""
+    options = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(options) != 1:
+        raise TypeError(f"unsupported union {tp!r}")
+    inner = make(options[0])
+    return lambda value: None if value is None else inner(value)
 
 
 def _plain(value: Any) -> Any:
@@ -247,11 +252,7 @@ def encoder(tp: Any) -> Encoder:
         return _dataclass_encoder(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        if len(options) != 1:
-            raise TypeError(f"unsupported union {tp!r}")
-        inner = encoder(options[0])
-        return lambda value: None if value is None else inner(value)
+        return _optional(tp, encoder)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             if args[0] is int:
