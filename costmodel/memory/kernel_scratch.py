@@ -18,6 +18,11 @@ Measured on this machine's torch 2.14 (oneDNN, x86-64), per op, as a rule each:
 * the CPU flash attention's backward: one more output-sized buffer (the query's gradient
   accumulated in float) beside its three gradients.
 
+The rules were read with two threads, this machine's default.  Most do not depend on
+the thread count (the nhwc ones were checked at 1 and 2); the weight-gradient reduction
+of an output smaller than its kernel does: four weights (and about 1 KB, or 144 bytes per
+output channel for a dense kernel) per thread, so the eight weights below assume two.
+
 Each rule gives the alternatives, over the op-level state just after the op's
 outputs exist; the peak with scratch is the highest of them, checkpoint by
 checkpoint.  What is left out, and so under-predicted: oneDNN's scratchpads (a
