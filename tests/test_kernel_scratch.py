@@ -16,6 +16,7 @@ import torch
 from costmodel import engine, methods
 from costmodel.estimation import estimate
 from costmodel.memory import kernel_scratch as ks
+from costmodel.trace.records import at
 from costmodel.scenario import Scenario
 from lightcl.validate import measure_cpu_plain_peak
 
@@ -80,6 +81,21 @@ def two_threads():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_patch_embedding_reduces_over_one_image_per_thread():
+    """ViT-B/16's 16x16/16 convolution on 3x224x224 images (a 2,359,296-byte weight, no
+    input gradient), alone: 20,078,848 bytes over its weight gradient at batch 2 and at
+    batch 4, two threads."""
+    image, w = 602_112, (2_359_296, 0, 0)
+    for batch in (2, 4):
+        x = (0, image, 0)
+        extras = ks.conv_backward_node("conv:strided:patch", x, w, (0, 0, 0), False, True)
+        assert max(at(e, batch) for e in extras) == 20_078_848
+    # in the model its gradient comes through a permute: one output more (ViT-B/32, batch 4)
+    extras = ks.conv_backward_node("conv:strided:patch", (0, image, 0), (9_437_184, 0, 0),
+                                   (0, 150_528, 0), False, True)
+    assert max(at(e, 4) for e in extras) == 8 * 9_437_184 + 2 * image + 256 + 4 * 150_528
 
 
 def test_a_channels_last_input_is_not_reordered():

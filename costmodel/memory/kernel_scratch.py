@@ -55,7 +55,9 @@ def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
     eight weights and 288 bytes per output channel, with no operand reordered (a depthwise
     one: eight weights and 2 KB; measured at 5x5 on 3x3 and 4x4 maps, 3x3 on 2x2).
     ``patch``: a patch embedding (an image cut into kernel-sized patches, a ViT's first
-    layer): the same reduction over eight weights and a copy of the input.
+    layer): the same reduction over eight weights and a copy of one image per thread,
+    whatever the batch (20,078,848 bytes for ViT-B/16's at batches 2 and 4, alone), and
+    in a ViT a copy of its gradient, which reaches it through a permute (an output).
     ``depthwise``: the kernel side of a depthwise convolution (0: not one).
     ``nhwc``: an input already in oneDNN's channels-last layout (ConvNeXt's, after a
     permute): no activation is reordered; the weight gradient holds three more weights
@@ -71,8 +73,9 @@ def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
         peaks += [add(add(out, w), x), scale(x, 3 if strided and not depthwise else 2)]
     if needs_weight:
         before = x if needs_input else ZERO
-        if patch:
-            peaks.append(add(before, add(add(scale(w, 9), x), (256, 0, 0))))
+        if patch:  # two threads, each with a copy of one sample's image
+            peaks.append(add(add(before, out),
+                             add(scale(w, 9), (2 * (x[1] + x[2]) + 256, 0, 0))))
         elif small_channels and depthwise:  # eight weights and 2 KB, whatever the channels
             peaks.append(add(before, add(scale(w, 9), (2048, 0, 0))))
         elif small_channels:

@@ -248,7 +248,9 @@ def _kernel(node: torch.autograd.graph.Node, name: str) -> str:
     out = node._input_metadata[0].shape[2:]
     below = any(o < k for o, k in zip(out, weight[2:]))  # an output smaller than the kernel
     small = below and (not strided or depthwise)  # a depthwise one: strided or not
-    patch = below and strided and weight[1] < 8 and not depthwise  # a ViT's patch embedding
+    stride = tuple(node._saved_stride)
+    patch = (strided and weight[1] < 8 and not depthwise  # a ViT's patch embedding
+             and (below or (stride == tuple(weight[2:]) and min(stride) >= 8)))
     return ("conv" + (":strided" if strided else "") + (f":small{weight[0]}" if small else "")
             + (":patch" if patch else "") + (f":depthwise{max(weight[2:])}" if depthwise else "")
             + (":nhwc" if nhwc else "") + (":transposed" if node._saved_transposed else ""))
