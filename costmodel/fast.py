@@ -37,9 +37,10 @@ class StepEstimator:
         self.model = engine.step_model(self.scenario, self.method)
         self._default = trainable_set(self.scenario, self.method, self.model)
         self._sets: dict[str | None, frozenset[str]] = {None: self._default}
-        self._const = engine.stored_bytes(self.method.stored(self.scenario, self.model.network), self.scenario.device)
-        self._const["method_state"] += self.model.state_bytes["method_state"]
-        self._outside = sum(self._const.values())
+        # what Plan.memory's ``constants`` add to the step: stored tensors and method state
+        stored = engine.stored_bytes(self.method.stored(self.scenario, self.model.network),
+                                     self.scenario.device)
+        self._outside = sum(stored.values()) + self.model.state_bytes["method_state"]
         self.timer = timer(self.model, profile or for_device(self.scenario.device))
 
     def step(self, batch_size: int, optimizer_name: str = "sgd", freeze_from: str | None = None,

@@ -13,7 +13,7 @@ import platform
 import pytest
 import torch
 
-from costmodel import engine, methods
+from costmodel import methods
 from costmodel.estimation import estimate
 from costmodel.memory import kernel_scratch as ks
 from costmodel.trace.records import at

@@ -34,7 +34,7 @@ LAYOUTS = [((4, 6), torch.contiguous_format), ((4, 6, 5), torch.contiguous_forma
 @pytest.mark.parametrize("shape,fmt", LAYOUTS)
 def test_relu_rule_is_the_reference(shape, fmt, dtype) -> None:
     x = _input(shape, dtype, fmt)
-    assert _outputs(meta_rules.relu(x)) == _outputs(aten.relu.default(x))
+    assert _outputs(meta_rules.RULES[aten.relu.default](x)) == _outputs(aten.relu.default(x))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -356,8 +356,9 @@ def test_mse_loss_rule_is_the_reference(dtype, reduction, shape) -> None:
 
 def test_rules_decline_what_they_do_not_cover() -> None:
     strided = torch.empty(4, 6, 5, device="meta").transpose(1, 2)
-    assert meta_rules.relu(strided) is None
-    assert meta_rules.relu(torch.empty(3, dtype=torch.int64, device="meta")) is None
+    relu = meta_rules.RULES[aten.relu.default]
+    assert relu(strided) is None
+    assert relu(torch.empty(3, dtype=torch.int64, device="meta")) is None
     assert meta_rules.native_batch_norm(strided, None, None, None, None, False, 0.1, 1e-5) is None
     a, w = torch.empty(4, 5, device="meta"), torch.empty(6, 3, device="meta")
     assert meta_rules.addmm(torch.empty(3, device="meta"), a, w) is None  # 5 != 6: torch says so

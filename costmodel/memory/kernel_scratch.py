@@ -64,10 +64,9 @@ def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
     (65 for a 7x7 depthwise kernel), whatever the batch, map or thread count (measured
     for 2x2/2, 3x3/1, 3x3/2 and 7x7 depthwise at 7x7 to 56x56, 1 and 2 threads).  Its
     input gradient alone (a frozen weight) is not measured: one reordered weight."""
+    if nhwc and (not depthwise or depthwise == 7):  # already over the gradients made
+        return [scale(w, 65 if depthwise else 3) if needs_weight else w]
     made = add(scale(x, needs_input), scale(w, needs_weight))
-    if nhwc and (not depthwise or depthwise == 7):
-        held = scale(w, 65 if depthwise else 3) if needs_weight else w
-        return [held]
     peaks: list[Lin] = []
     if needs_input:
         peaks += [add(add(out, w), x), scale(x, 3 if strided and not depthwise else 2)]

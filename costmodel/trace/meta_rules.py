@@ -39,9 +39,10 @@ def _dense_layout(t: torch.Tensor) -> bool:
     return t.is_contiguous() or _also_channels_last(t)
 
 
-def relu(a: torch.Tensor) -> torch.Tensor | None:
-    """torch._refs.nn.functional.relu: ``where(a <= 0, 0, a)``, element-wise on ``a``."""
-    return _like(a) if _dense(a) else None
+def _plainly_contiguous(t: torch.Tensor) -> bool:
+    """Contiguous and not channels-last as well (a 4-D map with 1x1 spatial size is both,
+    and the kernels that pick a memory format may pick either)."""
+    return t.is_contiguous() and not _also_channels_last(t)
 
 
 def native_batch_norm(input: torch.Tensor, weight: torch.Tensor | None,  # noqa: A002
@@ -113,7 +114,8 @@ def _broadcast(shapes: Sequence[Sequence[int]]) -> tuple[int, ...] | None:
             if n != out[i]:
                 if out[i] != 1 and n != 1:
                     return None
-                out[i] = n if out[i] == 1 else out[i]
+                if out[i] == 1:
+                    out[i] = n
     return tuple(out)
 
 
@@ -200,8 +202,8 @@ def where(condition: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Te
 
 
 def unary(a: torch.Tensor) -> torch.Tensor | None:
-    """An element-wise unary reference on a floating tensor (exp, sqrt, abs, ...): its
-    dtype and, for a dense input, its strides."""
+    """An element-wise unary reference on a floating tensor (relu, exp, sqrt, abs, ...):
+    its dtype and, for a dense input, its strides."""
     return _like(a) if _dense(a) else None
 
 
@@ -223,7 +225,7 @@ def cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor | None:
     dim %= ndim
     for t in tensors:
         if t.dtype != first.dtype or t.dim() != ndim or t.numel() == 0 or \
-                not t.is_contiguous() or _also_channels_last(t) or \
+                not _plainly_contiguous(t) or \
                 any(n != m for i, (n, m) in enumerate(zip(t.shape, first.shape)) if i != dim):
             return None
     shape = list(first.shape)
@@ -247,7 +249,7 @@ def convolution(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if transposed or spatial not in (1, 2, 3) or weight.dim() != x.dim() or \
             not x.dtype.is_floating_point or weight.dtype != x.dtype or \
             (bias is not None and (bias.dtype != x.dtype or tuple(bias.shape) != (weight.shape[0],))) or \
-            not x.is_contiguous() or _also_channels_last(x) or \
+            not _plainly_contiguous(x) or \
             not (len(stride) == len(padding) == len(dilation) == spatial) or \
             groups < 1 or x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
         return None
@@ -269,7 +271,7 @@ def avg_pool2d(x: torch.Tensor, kernel_size: Sequence[int], stride: Sequence[int
     s = _pair(stride) if len(stride) else k
     p = _pair(padding)
     if k is None or s is None or p is None or ceil_mode or x.dim() not in (3, 4) or \
-            not x.dtype.is_floating_point or not x.is_contiguous() or _also_channels_last(x) or \
+            not x.dtype.is_floating_point or not _plainly_contiguous(x) or \
             min(*k, *s) < 1 or min(p) < 0 or any(2 * pi > ki for pi, ki in zip(p, k)):
         return None
     out = [(n + 2 * pi - ki) // si + 1 for n, pi, ki, si in zip(x.shape[-2:], p, k, s)]
@@ -287,8 +289,7 @@ def index(x: torch.Tensor, indices: Sequence[torch.Tensor | None]) -> torch.Tens
     """torch._meta_registrations.meta_index_Tensor for one int64 index on the first dim of a
     contiguous tensor (rows gathered from a buffer): the index's shape, then the rows'."""
     if len(indices) != 1 or not isinstance(indices[0], torch.Tensor) or \
-            indices[0].dtype != torch.int64 or x.dim() == 0 or not x.is_contiguous() or \
-            _also_channels_last(x):
+            indices[0].dtype != torch.int64 or x.dim() == 0 or not _plainly_contiguous(x):
         return None
     return torch.empty((*indices[0].shape, *x.shape[1:]), dtype=x.dtype, device="meta")
 
@@ -326,8 +327,8 @@ def mean_dim(x: torch.Tensor, dim: Sequence[int] | None, keepdim: bool = False, 
              dtype: torch.dtype | None = None) -> torch.Tensor | None:
     """torch._refs.mean over ``dim`` of a contiguous floating tensor: the reduced shape,
     contiguous (global average pooling)."""
-    if dtype is not None or not x.dtype.is_floating_point or not x.is_contiguous() or \
-            _also_channels_last(x) or x.numel() == 0:
+    if dtype is not None or not x.dtype.is_floating_point or not _plainly_contiguous(x) or \
+            x.numel() == 0:
         return None
     shape = _reduced(x.shape, dim, keepdim)
     return None if shape is None else torch.empty(shape, dtype=x.dtype, device="meta")
@@ -365,7 +366,7 @@ def mse_loss(x: torch.Tensor, target: torch.Tensor, reduction: int = 1) -> torch
     return torch.empty((), dtype=x.dtype, device="meta")
 
 
-RULES = {aten.relu.default: relu,
+RULES = {aten.relu.default: unary,  # torch._refs.nn.functional.relu: where(a <= 0, 0, a)
          aten.native_batch_norm.default: native_batch_norm,
          aten.addmm.default: addmm,
          aten._log_softmax.default: log_softmax,

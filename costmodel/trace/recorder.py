@@ -239,7 +239,8 @@ def _kernel(node: torch.autograd.graph.Node, name: str) -> str:
     """What the CPU kernel's scratch depends on beyond sizes (:mod:`costmodel.memory.kernel_scratch`)."""
     if name != "ConvolutionBackward0":
         return ""
-    strided = any(v != 1 for v in node._saved_stride)
+    stride = tuple(node._saved_stride)
+    strided = any(v != 1 for v in stride)
     weight = node._saved_weight.shape
     depthwise = node._saved_groups > 1 and weight[1] == 1
     x = node._saved_input
@@ -248,7 +249,6 @@ def _kernel(node: torch.autograd.graph.Node, name: str) -> str:
     out = node._input_metadata[0].shape[2:]
     below = any(o < k for o, k in zip(out, weight[2:]))  # an output smaller than the kernel
     small = below and (not strided or depthwise)  # a depthwise one: strided or not
-    stride = tuple(node._saved_stride)
     patch = (strided and weight[1] < 8 and not depthwise  # a ViT's patch embedding
              and (below or (stride == tuple(weight[2:]) and min(stride) >= 8)))
     return ("conv" + (":strided" if strided else "") + (f":small{weight[0]}" if small else "")

@@ -117,8 +117,8 @@ class NodeFact:
     kernel: str = ""
     """A convolution's backward: 'conv', ':strided', ':smallC' (an output smaller than the
     kernel at stride 1, C output channels), ':patch', ':depthwiseK' (a K x K depthwise
-    kernel), ':transposed': what its CPU kernel's scratch depends on beyond sizes
-    (:mod:`costmodel.memory.kernel_scratch`)."""
+    kernel), ':nhwc' (a channels-last input), ':transposed': what its CPU kernel's scratch
+    depends on beyond sizes (:mod:`costmodel.memory.kernel_scratch`)."""
 
 
 @dataclass(slots=True)

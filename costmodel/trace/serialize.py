@@ -227,11 +227,7 @@ def encoder(tp: Any) -> Encoder:
     bool where an int is, a NaN): what would not come back equal is never stored.
     Checking while encoding replaces decoding every entry once more to compare it."""
     if tp in (int, str, bool):
-        def encode_exact(value: Any) -> Any:
-            if type(value) is not tp:
-                raise _fail(tp.__name__, value)
-            return value
-        return encode_exact
+        return functools.partial(_exactly, tp)
     if tp is float:
         def encode_float(value: Any) -> Any:
             if type(value) not in (float, int) or not math.isfinite(value):
@@ -243,11 +239,7 @@ def encoder(tp: Any) -> Encoder:
     if tp is type(None):
         return _none
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        def encode_enum(value: Any) -> Any:
-            if type(value) is not tp:
-                raise _fail(tp.__name__, value)
-            return value.value
-        return encode_enum
+        return lambda value: _exactly(tp, value).value
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _dataclass_encoder(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
