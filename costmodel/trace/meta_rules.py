@@ -233,6 +233,23 @@ def cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor | None:
     return torch.empty(shape, dtype=first.dtype, device="meta")
 
 
+def stack(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor | None:
+    """torch._refs.stack (each input unsqueezed, then :func:`cat`) for non-empty contiguous
+    inputs of one dtype and shape: a new dimension of ``len(tensors)`` at ``dim``."""
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        return None
+    first = tensors[0]
+    ndim = first.dim() + 1
+    if not -ndim <= dim < ndim:
+        return None
+    if any(t.dtype != first.dtype or t.shape != first.shape or t.numel() == 0 or
+           not _plainly_contiguous(t) for t in tensors):
+        return None
+    shape = list(first.shape)
+    shape.insert(dim % ndim, len(tensors))
+    return torch.empty(shape, dtype=first.dtype, device="meta")
+
+
 def _also_channels_last(t: torch.Tensor) -> bool:
     return (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)) or \
         (t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d))
@@ -379,6 +396,7 @@ RULES = {aten.relu.default: unary,  # torch._refs.nn.functional.relu: where(a <=
          aten.pow.Tensor_Scalar: pow_scalar,
          aten.where.self: where,
          aten.cat.default: cat,
+         aten.stack.default: stack,  # an LSTM's final states (oneDNN's route)
          aten.isnan.default: isnan,
          aten.exp.default: unary,
          aten.neg.default: unary,
