@@ -25,7 +25,7 @@ from costmodel.memory import graph
 from costmodel.memory.optimizers import OptimizerSpec
 from costmodel.memory.simulate import CATEGORIES, Timeline, simulate
 from costmodel.models.registry import build_model
-from costmodel.trace import attention
+from costmodel.trace import attention, recurrent
 from costmodel.trace.recorder import BackwardHook, LayerFailed, NotAffine, TraceSetup, trace_step
 from costmodel.trace.records import Lin, StepTrace, StorageKind
 
@@ -201,14 +201,17 @@ class StepModel:
 
     def plan(self, trainable: frozenset[str], instrumented: bool = False, device: str = "cpu",
              at: tuple[int, int] | None = None) -> Plan:
-        """The plan for a trainable set.  On CUDA it depends on the batch (``at``)."""
-        key = (trainable, instrumented, device, at if device == "cuda" else None)
+        """The plan for a trainable set.  On CUDA, and for oneDNN's LSTM on the CPU (sizes
+        rounded to pages), it depends on the batch (``at``)."""
+        per_batch = device == "cuda" or self.trace.has_batch_rounded_sizes
+        key = (trainable, instrumented, device, at if per_batch else None)
         plan = self._plans.get(key)
         if plan is None:
             sel = graph.select(self.trace, trainable, self.prepared_trainable)
             sizer = _cuda_sizer(*(at or (1, 0))) if device == "cuda" else None
             tl = simulate(self.trace, sel, in_place_accumulation=not instrumented, sizer=sizer,
-                          anomaly=self.anomaly, kernel_scratch=device == "cpu" and not instrumented)
+                          anomaly=self.anomaly, kernel_scratch=device == "cpu" and not instrumented,
+                          at_batch=at or (1, 0))
             grad_sizes = [cuda_block_bytes(v) if device == "cuda" else v
                           for v in tl.grad_bytes.values()]
             plan = Plan(sel, tl, graph.flops(self.trace, sel), grad_sizes)
@@ -251,7 +254,7 @@ def _structure_key(s: Any, method: Any, part: str) -> tuple:
     return (s.model, s.input_shape, s.classes, s.dtype, s.method, method.impl, part, s.tasks,
             tuple(sorted((k, repr(v)) for k, v in s.options.items())),
             round(float(s.sparsity or 0), 6), s.setting, s.input_dtype, s.vocab,
-            attention.kernel_family(s.device, s.attention))
+            attention.kernel_family(s.device, s.attention), recurrent.kernel_family(s.device))
 
 
 def tasks_seen(s: Any, variant: str) -> int:
@@ -410,7 +413,8 @@ def _trace_method(s: Any, method: Any, variant: str, work: Any = None) -> StepMo
                                                            ("<target>", StorageKind.INPUT, y)]
                           + [(f"<{k}>", StorageKind.INPUT, v) for k, v in inputs.items()],
                           s.input_shape, s.classes, left,
-                          attention.kernel_family(s.device, s.attention))
+                          attention.kernel_family(s.device, s.attention),
+                          recurrent.kernel_family(s.device))
 
     try:
         trace = trace_step(factory, replay=uses_replay and work is None,

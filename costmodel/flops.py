@@ -134,6 +134,18 @@ def _sdpa(args: Sequence, outs: Sequence[Shape]) -> OpFlops:
     return OpFlops(qk + pv, (2 * qk + pv, qk, pv), "matmul")
 
 
+@register("aten.mkldnn_rnn_layer.default")
+def _lstm_layer(args: Sequence, outs: Sequence[Shape]) -> OpFlops:
+    """oneDNN's LSTM layer (:mod:`costmodel.trace.recurrent`): per step, the gates' two GEMMs,
+    input (I -> 4H) and hidden state (H -> 4H).  Its backward computes every gradient
+    whatever is needed: the input's and the hidden states' (one GEMM each, charged to
+    the input and to the initial state) and both weights'.  Kind 'rnn': all of it is
+    counted when any gradient is (:func:`costmodel.memory.graph.flops`)."""
+    (steps, batch, features), (gates, _), (_, hidden) = args[0], args[1], args[2]
+    x_gemm, h_gemm = _mm(steps * batch, features, gates), _mm(steps * batch, hidden, gates)
+    return OpFlops(x_gemm + h_gemm, (x_gemm, x_gemm, h_gemm, 0, 0, h_gemm, 0), "rnn")
+
+
 def op_flops(name: str, args: Sequence, outs: Sequence[Shape]) -> OpFlops | None:
     formula = FORMULAS.get(name)
     return formula(args, outs) if formula else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from costmodel.trace.records import StepTrace
+from costmodel.trace.records import RNN_LAYER_OP, StepTrace
 
 
 def undersized_convolutions(trace: StepTrace, network: nn.Module) -> list[tuple[str, tuple, tuple]]:
@@ -47,21 +47,38 @@ _RECURRENT = ("LSTM", "GRU", "RNN")
 
 
 def recurrent_note(trace: StepTrace, device: str) -> str | None:
-    """Recurrent layers are traced as meta runs them, not as the device does: say so.
+    """Which kernel recurrent layers are costed on: say so.
 
-    On meta, ``nn.LSTM`` runs its cell step by step (addmm, sigmoid, tanh per time step);
-    on the CPU PyTorch runs one oneDNN kernel per layer (``mkldnn_rnn_layer``) that keeps a
-    workspace for backward whose size is oneDNN's own and not affine in the batch, and on
-    CUDA cuDNN's.  Measured: a one-layer LSTM (16 to 32, 50 steps) at batch 8 peaks at
-    1,055,704 bytes on the CPU against 540,632 predicted."""
+    On the CPU, PyTorch runs an LSTM as one oneDNN kernel per layer and direction, and the
+    trace does too (:mod:`costmodel.trace.recurrent`; a one-layer LSTM at batch 8 was 49%
+    under the measured peak when it was costed unrolled, and is now exact).  GRUs and plain
+    RNNs have no oneDNN path; they are costed as meta runs their cell, which does not match
+    the CPU's plain run yet (measured on a one-layer GRU).  On CUDA, cuDNN's RNN
+    kernels run, which costcl does not model: it costs the cell unrolled, a lower bound."""
     found = sorted({m.type for m in trace.modules if m.type in _RECURRENT})
     if not found:
         return None
-    kernel = "one oneDNN kernel per layer" if device == "cpu" else "cuDNN's RNN kernels"
+    if device == "cpu":
+        notes = []
+        if any(op.name == RNN_LAYER_OP for op in trace.ops):
+            notes.append("LSTM layers are costed on the CPU's oneDNN kernel, as PyTorch runs "
+                         "them (one mkldnn_rnn_layer per layer and direction: its workspace "
+                         "and scratch as oneDNN sizes them; FLOPs its GEMMs, every gradient "
+                         "in backward)")
+        elif "LSTM" in found:
+            notes.append("LSTM layers are costed as their cell unrolled, as PyTorch runs one "
+                         "with a projection or a packed sequence on the CPU; a bfloat16 one "
+                         "runs on oneDNN, which costcl models in float32 only")
+        others = [t for t in found if t != "LSTM"]
+        if others:
+            notes.append(f"{', '.join(others)} layers are costed as their cell unrolled on "
+                         "meta tensors; the CPU's own cell kernels are not matched yet (a "
+                         "one-layer GRU at batch 8: +19% op level, -2.8% with kernel scratch)")
+        return "; ".join(notes) or None
     return (f"{', '.join(found)} layers are costed as their cell unrolled step by step (as on "
             f"meta tensors; FLOPs as FlopCounterMode counts that path); on {device} PyTorch "
-            f"runs {kernel}, whose workspace costcl does not model: memory is a lower bound "
-            "(a one-layer LSTM at batch 8: 49% under the CPU's measured peak)")
+            "runs cuDNN's RNN kernels, whose workspace costcl does not model: memory is a "
+            "lower bound")
 
 
 def cuda_workspace_note(device: str) -> str | None:

@@ -8,16 +8,22 @@ for the CPU's flash kernel (``_scaled_dot_product_flash_attention_for_cpu``): it
 would count that kernel as 0 FLOPs.  :func:`counter` registers FlopCounterMode's own
 flash formulas (``sdpa_flop_count``, ``sdpa_backward_flop_count``) for it, the same
 arithmetic as the CUDA flash kernel, so the count is the kernel's, not zero.
+
+LSTMs likewise run on the CPU's oneDNN kernel (:mod:`costmodel.trace.recurrent`), for
+which FlopCounterMode has no formula either: :func:`counter` registers the GEMMs that
+kernel runs (the gates' two per step forward, and in its backward the input's, the
+hidden states' and both weights' gradients, all of them whatever is needed).
 """
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils import flop_counter
 
-from costmodel.trace import attention
+from costmodel.trace import attention, recurrent
 
 
 def _register_cpu_flash() -> None:
@@ -38,13 +44,38 @@ def _register_cpu_flash() -> None:
                                                          key_shape, value_shape)
 
 
+def _lstm_gemms(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any) -> tuple[int, int]:
+    (steps, batch, features), (gates, _), (_, hidden) = input_shape, w_ih_shape, w_hh_shape
+    return 2 * steps * batch * features * gates, 2 * steps * batch * hidden * gates
+
+
+def _register_cpu_lstm() -> None:
+    registry = flop_counter.flop_registry
+    aten = torch.ops.aten
+    if aten.mkldnn_rnn_layer not in registry:
+        @flop_counter.register_flop_formula(aten.mkldnn_rnn_layer)
+        def _forward(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any, *args: Any,
+                     out_shape: Any = None, **kwargs: Any) -> int:
+            return sum(_lstm_gemms(input_shape, w_ih_shape, w_hh_shape))
+
+    if aten.mkldnn_rnn_layer_backward not in registry:
+        @flop_counter.register_flop_formula(aten.mkldnn_rnn_layer_backward)
+        def _backward(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any, *args: Any,
+                      out_shape: Any = None, **kwargs: Any) -> int:
+            return 2 * sum(_lstm_gemms(input_shape, w_ih_shape, w_hh_shape))
+
+
 def counter() -> flop_counter.FlopCounterMode:
-    """A FlopCounterMode that also counts the CPU flash attention kernel."""
+    """A FlopCounterMode that also counts the CPU flash attention and LSTM kernels."""
     _register_cpu_flash()
+    _register_cpu_lstm()
     return flop_counter.FlopCounterMode(display=False)
 
 
-def kernel_path(s: Any) -> contextlib.AbstractContextManager[None]:
-    """Attention routed as the scenario's trace routes it (on meta tensors)."""
-    return attention.route(attention.kernel_family(s.device, s.attention))
+@contextlib.contextmanager
+def kernel_path(s: Any) -> Iterator[None]:
+    """Attention and LSTMs routed as the scenario's trace routes them (on meta tensors)."""
+    with attention.route(attention.kernel_family(s.device, s.attention)), \
+            recurrent.route(recurrent.kernel_family(s.device)):
+        yield
 

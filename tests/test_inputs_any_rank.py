@@ -1,8 +1,9 @@
 """Inputs of any rank and dtype: 1 to 4 sizes, and int64 token ids with a vocabulary.
 
-Four small user factories, one per kind of input people bring: a 1-D conv net for
+Five small user factories, one per kind of input people bring: a 1-D conv net for
 keyword spotting (1 x 16000 audio), an MLP on flat 784-vectors, a Transformer
-encoder classifier on 32 token ids, and a Conv3d net on a 1 x 8 x 16 x 16 clip.
+encoder classifier on 32 token ids, a Conv3d net on a 1 x 8 x 16 x 16 clip, and an
+LSTM over 50 steps of 16 features.
 Each is costed through the real entry point, its step FLOPs checked against
 FlopCounterMode's on the same step, and its predicted peak against the plain run.
 """
@@ -79,6 +80,8 @@ CASES = {  # name: (flags, peak checked within 0.5%)
     "clip": (["--input-size", "1,8,16,16"], True),
     # The encoder's attention runs on the CPU's fused flash kernel, traced as such.
     "text": (TEXT, True),
+    # One oneDNN kernel per layer on the CPU, traced as such (tests/test_onednn_lstm.py).
+    "lstm": (["--input-size", "800"], True),
 }
 COMMON = ["--num-classes", "10", "--batch-size", "8"]
 
@@ -209,17 +212,6 @@ def test_attention_math_keeps_the_attention_matrix(nets):
     # 2 heads x 32 x 32 fp32 softmax output per sample, at least, kept for backward
     assert math_path.memory.peak_bytes - fused.memory.peak_bytes >= 8 * 2 * 32 * 32 * 4
     assert fused.step.forward_flops == math_path.step.forward_flops  # QK^T and PV either way
-
-
-def test_an_lstm_is_costed_as_meta_runs_it_and_says_so(nets):
-    """On the CPU the LSTM runs as one oneDNN kernel with a workspace costcl does not model;
-    the estimate says which path it costed, and its FLOPs are that path's."""
-    s = Scenario(model=f"{MODULE}:lstm", num_classes=10, batch_size=8, input_size=(800,))
-    e = estimate(s)
-    assert any(n.startswith("LSTM layers are costed as their cell unrolled") for n in e.notes)
-    measured = measure_flops(e.scenario)
-    assert (e.step.forward_flops, e.step.backward_flops) == (measured["forward_flops"],
-                                                              measured["backward_flops"])
 
 
 def test_a_cuda_estimate_names_the_library_workspaces_it_leaves_out():

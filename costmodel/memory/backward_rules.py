@@ -29,6 +29,10 @@ _PASS_ALL = {
 # The backward of a sum is an expanded view of the (small) incoming gradient:
 # passed on whatever the size of the input.
 EXPANDS = {"SumBackward0", "SumBackward1"}
+# Nodes that take a gradient of the right shape in any layout (a slice of a concatenation's)
+# and copy it to a contiguous tensor inside their kernel (kernel scratch,
+# :mod:`costmodel.memory.onednn_rnn`): no fresh gradient is made for them beforehand.
+TAKES_STRIDED = {"MkldnnRnnLayerBackward0"}
 # The first input gets the incoming gradient, the others a fresh one.
 _PASS_FIRST = {"SubBackward0", "SubBackward1", "RsubBackward0"}
 

@@ -151,8 +151,9 @@ def flops(trace: StepTrace, sel: Selection) -> StepFlopsLin:
             continue
         for k in range(3):
             fwd[k] += op.forward_flops[k]
+        fused = op.macs_by_kind == "rnn" and any(needs_grad(sel, n) for n in op.grad_nodes)
         for i, (sid, node, g) in enumerate(zip(op.inputs, op.grad_nodes, op.grad_flops)):
-            if not needs_grad(sel, node):
+            if not fused and not needs_grad(sel, node):  # one fused kernel computes them all
                 continue
             is_weight = storages[sid].kind is StorageKind.PARAM
             target = g_w if is_weight else g_in

@@ -26,9 +26,9 @@ import numpy as np
 
 from costmodel.memory import backward_rules
 from costmodel.memory import kernel_scratch as ks
-from costmodel.memory import graph
+from costmodel.memory import graph, onednn_rnn
 from costmodel.memory.graph import Selection
-from costmodel.trace.records import Lin, NodeFact, StepTrace, StorageKind
+from costmodel.trace.records import RNN_LAYER_OP, Lin, NodeFact, StepTrace, StorageKind, at
 
 CATEGORIES = ("parameters", "model_buffers", "inputs", "activations", "gradients",
               "temporaries", "buffer", "method_state")
@@ -96,18 +96,22 @@ class _Memory:
 
 def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = True,
              sizer: Sizer | None = None, anomaly: bool = False,
-             kernel_scratch: bool = False) -> Timeline:
+             kernel_scratch: bool = False, at_batch: tuple[int, int] = (1, 0)) -> Timeline:
     """The step's memory timeline.
 
     ``anomaly``: the code runs with ``torch.autograd.set_detect_anomaly(True)``:
     after each node runs (its inputs and saved tensors released), the engine
     checks every output gradient for NaN with ``isnan(grad).any()``, a bool
     tensor of the gradient's element count alive for the check.
+
+    ``at_batch``: the (batch, replay) at which sizes rounded at the batch are taken (oneDNN's
+    LSTM, where :attr:`StepTrace.has_batch_rounded_sizes`); the timeline holds there only.
     """
     size = sizer or (lambda nb: nb)
     mem = _Memory()
     storages = trace.storages
     nbytes = [size(s.nbytes) for s in storages]
+    rnn_dims = _rnn_layers(trace, nbytes, at_batch) if trace.has_batch_rounded_sizes else {}
     for sid, s in enumerate(storages):
         if s.kind is not StorageKind.ACTIVATION:
             mem.add(_KIND_CATEGORY[s.kind], nbytes[sid])
@@ -186,6 +190,8 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
             if kernel_scratch and op.name in ks.FORWARD_OPS and op.outputs and len(op.inputs) > 1:
                 over_last(ks.conv_forward(nbytes[op.inputs[0]], nbytes[op.inputs[1]],
                                           nbytes[op.outputs[0]], op.module in plain_input))
+            if kernel_scratch and i in rnn_dims:
+                over_last([(onednn_rnn.forward_scratch(*rnn_dims[i]), 0, 0)])
             for sid in dies_after.get(i, ()):
                 dead.add(sid)
                 if not holders.get(sid):
@@ -233,7 +239,17 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                     g.refs += 1
                     outputs.append((edge, g))
             extra = backward_rules.transient(node.name)
-            if extra and outputs:
+            lstm = _lstm_node(node, at_batch) if node.name == "MkldnnRnnLayerBackward0" else None
+            if lstm is not None:  # oneDNN returns all seven gradients, needed or not
+                unneeded = sum(b for k, b in enumerate(onednn_rnn.gradient_bytes(*lstm[:4]))
+                               if node.edges[k] is None or not active[node.edges[k][0]])
+                mem.add(TEMPS, (unneeded, 0, 0))
+                mem.checkpoint("backward", node.name)
+                mem.add(TEMPS, (unneeded, 0, 0), -1)
+                if kernel_scratch:
+                    zeros = sum(1 for k in (1, 2) if k >= len(received) or received[k] is None)
+                    over_last([(onednn_rnn.backward_scratch(*lstm, zeros), 0, 0)])
+            elif extra and outputs:
                 scratch = tuple(extra * v for v in size(outputs[0][1].nbytes))
                 mem.add(TEMPS, scratch)
                 mem.checkpoint("backward", node.name)
@@ -248,7 +264,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                 # validate_outputs: a passed gradient of the wrong size is reduced or cast
                 for k, (edge, g) in enumerate(outputs):
                     want = size(nodes[edge[0]].slot_bytes[edge[1]])
-                    if g.nbytes != want:
+                    if g.nbytes != want and nodes[edge[0]].name not in backward_rules.TAKES_STRIDED:
                         new = alloc(want)
                         mem.checkpoint("backward", node.name)
                         release(g)
@@ -302,6 +318,36 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     ordered = {name: grad_bytes[name] for name in trace.param_sids if name in grad_bytes}
     return Timeline(coef, mem.phase, mem.where, np.array(mem.cur, dtype=np.int64), ordered,
                     scratch if kernel_scratch else None)
+
+
+def _rnn_layers(trace: StepTrace, nbytes: list[Lin],
+                at_batch: tuple[int, int]) -> dict[int, tuple[int, int, int, int]]:
+    """Each oneDNN LSTM layer op that trains (a workspace): its (steps, batch, features,
+    hidden) at ``at_batch``, read from its float32 operands' sizes; its workspace is
+    resized to what oneDNN allocates there (``nbytes`` is changed)."""
+    out = {}
+    for i, op in enumerate(trace.ops):
+        if op.name != RNN_LAYER_OP or len(op.outputs) != 4 or not any(nbytes[op.outputs[3]]):
+            continue
+        w_hh = at(nbytes[op.inputs[2]], *at_batch) // 4  # 4H x H floats
+        hidden = round((w_hh // 4) ** 0.5)
+        features = at(nbytes[op.inputs[1]], *at_batch) // (16 * hidden)
+        batch = at(nbytes[op.outputs[1]], *at_batch) // (4 * hidden)  # hy: batch x H
+        steps = at(nbytes[op.outputs[0]], *at_batch) // (4 * hidden * batch)
+        out[i] = (steps, batch, features, hidden)
+        nbytes[op.outputs[3]] = (onednn_rnn.workspace_bytes(*out[i]), 0, 0)
+    return out
+
+
+def _lstm_node(node: NodeFact, at_batch: tuple[int, int]) -> tuple | None:
+    """(steps, batch, features, hidden, copies its output's gradient) of a oneDNN LSTM
+    layer's backward, from its kernel tag ('lstm:steps:features:hidden[:copy]')."""
+    parts = node.kernel.split(":")
+    if parts[0] != "lstm":
+        return None
+    steps, features, hidden = (int(p) for p in parts[1:4])
+    batch = at(node.slot_bytes[1], *at_batch) // (4 * hidden)
+    return steps, batch, features, hidden, "copy" in parts
 
 
 def _plain_input_convolutions(trace: StepTrace) -> set[str]:

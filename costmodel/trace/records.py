@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 Lin = tuple[int, int, int]
 """An integer affine in the batch sizes: ``fixed + per_sample*B + per_replayed*R``."""
@@ -137,6 +138,9 @@ class ModuleFact:
     param_names: tuple[str, ...]
 
 
+RNN_LAYER_OP = "aten.mkldnn_rnn_layer.default"
+
+
 @dataclass
 class StepTrace:
     """Everything the engine knows about one training step of one model."""
@@ -167,6 +171,12 @@ class StepTrace:
     kept_roots: list[KeptRoot] = field(default_factory=list)
     """Outputs of the trained model whose graph no ``backward()`` runs: the graph
     keeps what it saved for as long as the output is referenced."""
+
+    @cached_property
+    def has_batch_rounded_sizes(self) -> bool:
+        """Whether a size is rounded at the batch (oneDNN's LSTM workspace and scratch,
+        :mod:`~costmodel.memory.onednn_rnn`): its plans are made per batch."""
+        return any(op.name == RNN_LAYER_OP for op in self.ops)
 
     @property
     def element_size(self) -> int:
