@@ -1,4 +1,4 @@
-"""Every torchvision classification model, costed and checked against FlopCounterMode.
+"""Every torchvision classification model (and five user factories), costed and checked.
 
 For each name in ``torchvision.models.list_models(module=torchvision.models)``:
 cost one plain SGD step at batch 2 (3x224x224, or the model's minimum size when
@@ -6,7 +6,9 @@ larger) with costcl, and count the same step's forward and backward FLOPs with
 FlopCounterMode on meta tensors (:func:`lightcl.validate.measure_flops`).  Says
 whether the model built on meta or needed a fallback route
 (:data:`costmodel.models.registry.ROUTES`).  Why: "any torchvision model" is a
-claim; this checks it model by model, and says where the count differs.
+claim; this checks it model by model, and says where the count differs.  Then the
+same for five factories of other inputs (:mod:`benchmarks.user_factories`: audio, flat
+vectors, token ids, clips, an LSTM), at their own input sizes.
 
 With ``--peak``, each model whose predicted peak fits ``--peak-limit-gib`` also runs two
 real SGD steps on the CPU, and the second step's peak is read from torch.profiler's
@@ -14,7 +16,7 @@ memory events (:func:`lightcl.validate.measure_cpu_plain_peak`, no dispatch mode
 the run): op level (what costcl predicts) and with kernel scratch (what the CPU
 allocator handed out inside oneDNN's kernels, which costcl does not predict yet).
 
-Run: python benchmarks/torchvision_sweep.py [--models a,b,c] [--peak] [--json OUT]
+Run: python benchmarks/torchvision_sweep.py [--models a,b,c,factory:lstm] [--peak] [--json OUT]
 (all 80 on 2 CPU cores: several minutes; with --peak about 40).
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ from costmodel.errors import CostclError  # noqa: E402
 from costmodel.estimation import estimate  # noqa: E402
 from costmodel.models.registry import build_route  # noqa: E402
 from lightcl.validate import measure_cpu_plain_peak, measure_flops  # noqa: E402
+from benchmarks.user_factories import FACTORIES  # noqa: E402
 
 BATCH = 2
 SIZE = 224
@@ -45,7 +48,8 @@ CLASSES = 10
 @dataclass
 class Row:
     model: str
-    input_size: int
+    input_size: str
+    """The side of a torchvision model's square image; a factory's whole input size."""
     route: str | None
     costcl_flops: int | None
     counter_flops: int | None
@@ -83,22 +87,34 @@ def input_side(name: str) -> int:
     return max(SIZE, min(sides, default=0))
 
 
-def scenario(name: str, side: int) -> Scenario:
-    return Scenario(model=f"torchvision:{name}", method="sgd", optimizer="sgd",
-                    input_size=(3, side, side), num_classes=CLASSES, batch_size=BATCH)
+FACTORY = "factory:"
+
+
+def scenario(name: str) -> Scenario:
+    """SGD at batch 2 on a torchvision model's smallest input, or on a factory's own."""
+    common = dict(method="sgd", optimizer="sgd", num_classes=CLASSES, batch_size=BATCH)
+    if name.startswith(FACTORY):
+        factory = name[len(FACTORY):]
+        return Scenario(model=f"benchmarks.user_factories:{factory}", **FACTORIES[factory],
+                        **common)
+    side = input_side(name)
+    return Scenario(model=f"torchvision:{name}", input_size=(3, side, side), **common)
 
 
 def run_one(name: str, peak_limit_bytes: int = 0) -> Row:
     """costcl's step FLOPs and FlopCounterMode's (and, under ``peak_limit_bytes``, the plain
     run's peak); an error is kept in the row, not raised."""
-    side = input_side(name)
+    s = scenario(name)
+    factory = name.startswith(FACTORY)
+    side = "x".join(map(str, s.input_size)) if factory else str(s.input_size[1])
+    route = None if factory else build_route(f"torchvision:{name}")
     t = time.perf_counter()
     try:
-        e = estimate(scenario(name, side))
+        e = estimate(s)
         ours = e.step.forward_flops + e.step.backward_flops
         counted = measure_flops(e.scenario)
         theirs = counted["forward_flops"] + counted["backward_flops"]
-        row = Row(name, side, build_route(f"torchvision:{name}"), ours, theirs, 0.0,
+        row = Row(name, side, route, ours, theirs, 0.0,
                   predicted_peak=e.memory.peak_bytes,
                   predicted_scratch_peak=e.memory.peak_with_scratch_bytes)
         if e.memory.peak_bytes <= peak_limit_bytes:
@@ -106,7 +122,7 @@ def run_one(name: str, peak_limit_bytes: int = 0) -> Row:
             row.measured_peak, row.scratch_peak = got["peak_bytes"], got["peak_with_scratch_bytes"]
     except (CostclError, Exception) as err:  # noqa: BLE001 - report every failure, go on
         line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return Row(name, side, build_route(f"torchvision:{name}"), None, None,
+        return Row(name, side, route, None, None,
                    time.perf_counter() - t, f"{type(err).__name__}: {line}")
     row.seconds = time.perf_counter() - t
     return row
@@ -126,7 +142,7 @@ def print_row(r: Row) -> None:
         peak = (f"  peak {r.predicted_peak / 2**20:9.2f} MiB vs {r.measured_peak / 2**20:9.2f} "
                 f"({100 * r.peak_error:+.3f}%); with scratch {r.predicted_scratch_peak / 2**20:9.2f}"
                 f" vs {r.scratch_peak / 2**20:9.2f} ({100 * r.scratch_error:+.3f}%)")
-    print(f"{r.model:24} {r.input_size:>4} {str(r.route):>11} {_fmt(r.costcl_flops):>11} "
+    print(f"{r.model:24} {r.input_size:>9} {str(r.route):>11} {_fmt(r.costcl_flops):>11} "
           f"{_fmt(r.counter_flops):>11} {r.seconds:>6.1f}s  {status}{peak}", flush=True)
 
 
@@ -139,15 +155,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure only models predicted to peak below this (default 8)")
     args = p.parse_args(argv)
     names = torchvision.models.list_models(module=torchvision.models)
-    print(f"{len(names)} torchvision classification models (torchvision {torchvision.__version__})")
+    print(f"{len(names)} torchvision classification models (torchvision {torchvision.__version__})"
+          f" and {len(FACTORIES)} factories")
+    factories = [FACTORY + f for f in FACTORIES]
     if args.models:
         wanted = args.models.split(",")
-        unknown = [n for n in wanted if n not in names]
+        unknown = [n for n in wanted if n not in names + factories]
         if unknown:
             p.error(f"not torchvision classification models: {', '.join(unknown)}")
         names = wanted
+    else:
+        names = names + factories
     warnings.filterwarnings("ignore", category=UserWarning)
-    print(f"{'model':24} {'side':>4} {'built':>11} {'costcl':>11} {'FlopCounter':>11} "
+    print(f"{'model':24} {'input':>9} {'built':>11} {'costcl':>11} {'FlopCounter':>11} "
           f"{'time':>7}  equal?")
     rows = []
     for name in names:
