@@ -53,17 +53,24 @@ class PeakModel:
 
 
 def largest(fits: Any, start: int, cap: int = CAP) -> int:
-    """The largest n >= start with fits(n), for fits decreasing in n (start - 1 if none)."""
+    """The largest n in [start, cap] with fits(n), for fits decreasing in n (start - 1 if
+    none); fits is never asked beyond ``cap``."""
     if not fits(start):
         return start - 1
-    lo, hi = start, max(start, 1)
+    lo = start
     if start == 0:
-        if not fits(1):
+        if cap < 1 or not fits(1):
             return 0
         lo = 1
-    while hi < cap and fits(hi * 2):
-        lo, hi = hi * 2, hi * 2
-    hi = min(hi * 2, cap + 1)
+    hi = None  # the smallest size known not to fit
+    while lo < cap:
+        probe = min(lo * 2, cap)
+        if not fits(probe):
+            hi = probe
+            break
+        lo = probe
+    if hi is None:
+        return lo
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
@@ -91,7 +98,8 @@ class FitResult:
     largest_batch: int
     """0: not even a batch of one fits."""
     peak_at_largest: int | None
-    peak_at_next: int
+    peak_at_next: int | None
+    """The peak one sample further; ``None``: the largest batch is a task's every image."""
     largest_buffer: int | None
     """None: the method keeps no buffer; -1: none fits at this batch."""
     methods: list[MethodFit] = field(default_factory=list)
@@ -128,13 +136,14 @@ def fit(profile: DeviceProfile, s: Scenario, others: list[str] | None = None,
     s = s.replace(device=profile.runs_on)
     usable = profile.usable_bytes
     pm = PeakModel(s, count_host=profile.unified)
-    batch = largest(lambda b: pm.peak(b) <= usable, 1)
+    images = pm.s.images_per_task()  # no batch is larger than a task's training images
+    batch = largest(lambda b: pm.peak(b) <= usable, 1, cap=min(CAP, images))
     buffer = None
     if pm.uses_buffer() or pm.buffer_limit is not None:
         at = max(batch, 1) if batch < pm.s.batch_size else pm.s.batch_size
         buffer = largest(lambda n: pm.peak(at, n) <= usable, 0, cap=pm.buffer_limit or 1 << 22)
-    result = FitResult(profile, pm.s, batch, pm.peak(batch) if batch else None, pm.peak(batch + 1),
-                       buffer)
+    result = FitResult(profile, pm.s, batch, pm.peak(batch) if batch else None,
+                       pm.peak(batch + 1) if batch < images else None, buffer)
     for name in others or []:
         tell(name)
         other = PeakModel(methods.named(s, name), count_host=profile.unified)

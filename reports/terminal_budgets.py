@@ -87,7 +87,10 @@ def fit_table(r, console: Console) -> None:  # noqa: ANN001
     d, s = r.device, r.scenario
     console.print(f"[bold]{d.name}[/bold]: {d.usable_mib:,} MiB usable of {d.total_mib:,} "
                   f"(runtime convention, {d.runs_on})")
-    if r.largest_batch:
+    if r.largest_batch and r.peak_at_next is None:
+        console.print(f"{s.method} on {s.model}: largest batch [bold]{r.largest_batch:,}[/bold], "
+                      f"a task's every training image (peak {mib(r.peak_at_largest)} MiB)")
+    elif r.largest_batch:
         console.print(f"{s.method} on {s.model}: largest batch [bold]{r.largest_batch:,}[/bold] "
                       f"(peak {mib(r.peak_at_largest)} MiB; batch {r.largest_batch + 1:,} needs "
                       f"{mib(r.peak_at_next)} MiB)")

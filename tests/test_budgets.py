@@ -143,3 +143,32 @@ def test_flops_budget_epochs():
         assert estimate(s).run.total_flops <= budget < estimate(s.replace(epochs=r.epochs + 1)).run.total_flops
     sgd, light = rows
     assert light.epochs > sgd.epochs
+
+
+@pytest.mark.parametrize("limit,start,cap,want", [(37, 1, 1 << 16, 37), (1, 1, 100, 1),
+                                                  (0, 1, 100, 0), (500, 1, 100, 100),
+                                                  (100, 1, 100, 100), (64, 1, 100, 64),
+                                                  (5, 0, 1 << 22, 5), (0, 0, 10, 0)])
+def test_largest_answers_the_boundary_and_never_asks_beyond_the_cap(limit, start, cap, want):
+    from budgets.fit import largest
+    asked = []
+
+    def fits(n: int) -> bool:
+        asked.append(n)
+        return n <= limit
+
+    assert largest(fits, start, cap) == want
+    assert max(asked) <= cap
+
+
+def test_fit_stops_at_a_tasks_every_image(costcl):
+    """A small model on a large device: every batch up to a task's 10,000 CIFAR-10 images
+    fits (the search asked for 16,384 and failed before)."""
+    mlp = "benchmarks.user_factories:mlp"
+    r = fit(device("raspberry-pi-4"), Scenario(method="sgd", model=mlp, input_size=(784,),
+                                               num_classes=10))
+    assert (r.largest_batch, r.peak_at_next) == (10_000, None)
+    out = costcl("fit", "--method", "sgd", "--model", mlp, "--input-size", "784",
+                 "--num-classes", "10", "--device", "raspberry-pi-4")
+    assert out.returncode == 0, out.stderr
+    assert "largest batch 10,000, a task's every" in " ".join(out.stdout.split())
