@@ -26,49 +26,47 @@ from torch.utils import flop_counter
 from costmodel.trace import attention, recurrent
 
 
-def _register_cpu_flash() -> None:
-    registry = flop_counter.flop_registry
-    aten = torch.ops.aten
-    if aten._scaled_dot_product_flash_attention_for_cpu not in registry:
-        @flop_counter.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
-        def _forward(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any,
-                     out_shape: Any = None, **kwargs: Any) -> int:
-            return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-    if aten._scaled_dot_product_flash_attention_for_cpu_backward not in registry:
-        @flop_counter.register_flop_formula(
-            aten._scaled_dot_product_flash_attention_for_cpu_backward)
-        def _backward(grad_out_shape: Any, query_shape: Any, key_shape: Any, value_shape: Any,
-                      *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-            return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape,
-                                                         key_shape, value_shape)
+def _flash_forward(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any,
+                   out_shape: Any = None, **kwargs: Any) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _lstm_gemms(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any) -> tuple[int, int]:
+def _flash_backward(grad_out_shape: Any, query_shape: Any, key_shape: Any, value_shape: Any,
+                    *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape,
+                                                 value_shape)
+
+
+def _lstm_gemms(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any) -> int:
     (steps, batch, features), (gates, _), (_, hidden) = input_shape, w_ih_shape, w_hh_shape
-    return 2 * steps * batch * features * gates, 2 * steps * batch * hidden * gates
+    return 2 * steps * batch * gates * (features + hidden)
 
 
-def _register_cpu_lstm() -> None:
-    registry = flop_counter.flop_registry
-    aten = torch.ops.aten
-    if aten.mkldnn_rnn_layer not in registry:
-        @flop_counter.register_flop_formula(aten.mkldnn_rnn_layer)
-        def _forward(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any, *args: Any,
-                     out_shape: Any = None, **kwargs: Any) -> int:
-            return sum(_lstm_gemms(input_shape, w_ih_shape, w_hh_shape))
+def _lstm_forward(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any, *args: Any,
+                  out_shape: Any = None, **kwargs: Any) -> int:
+    return _lstm_gemms(input_shape, w_ih_shape, w_hh_shape)
 
-    if aten.mkldnn_rnn_layer_backward not in registry:
-        @flop_counter.register_flop_formula(aten.mkldnn_rnn_layer_backward)
-        def _backward(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any, *args: Any,
-                      out_shape: Any = None, **kwargs: Any) -> int:
-            return 2 * sum(_lstm_gemms(input_shape, w_ih_shape, w_hh_shape))
+
+def _lstm_backward(input_shape: Any, w_ih_shape: Any, w_hh_shape: Any, *args: Any,
+                   out_shape: Any = None, **kwargs: Any) -> int:
+    return 2 * _lstm_gemms(input_shape, w_ih_shape, w_hh_shape)
+
+
+_aten = torch.ops.aten
+KERNEL_FORMULAS = {
+    _aten._scaled_dot_product_flash_attention_for_cpu: _flash_forward,
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward: _flash_backward,
+    _aten.mkldnn_rnn_layer: _lstm_forward,
+    _aten.mkldnn_rnn_layer_backward: _lstm_backward,
+}
+"""CPU kernels FlopCounterMode has no formula for -> the one it is given (once)."""
 
 
 def counter() -> flop_counter.FlopCounterMode:
     """A FlopCounterMode that also counts the CPU flash attention and LSTM kernels."""
-    _register_cpu_flash()
-    _register_cpu_lstm()
+    for op, formula in KERNEL_FORMULAS.items():
+        if op not in flop_counter.flop_registry:
+            flop_counter.register_flop_formula(op)(formula)
     return flop_counter.FlopCounterMode(display=False)
 
 
