@@ -203,7 +203,7 @@ class StepModel:
              at: tuple[int, int] | None = None) -> Plan:
         """The plan for a trainable set.  On CUDA, and for oneDNN's LSTM on the CPU (sizes
         rounded to pages), it depends on the batch (``at``)."""
-        per_batch = device == "cuda" or self.trace.has_batch_rounded_sizes
+        per_batch = device == "cuda" or self.trace.has_onednn_lstm
         key = (trainable, instrumented, device, at if per_batch else None)
         plan = self._plans.get(key)
         if plan is None:

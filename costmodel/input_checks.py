@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from costmodel.trace.records import RNN_LAYER_OP, StepTrace
+from costmodel.trace.records import StepTrace
 
 
 def undersized_convolutions(trace: StepTrace, network: nn.Module) -> list[tuple[str, tuple, tuple]]:
@@ -60,7 +60,7 @@ def recurrent_note(trace: StepTrace, device: str) -> str | None:
         return None
     if device == "cpu":
         notes = []
-        if any(op.name == RNN_LAYER_OP for op in trace.ops):
+        if trace.has_onednn_lstm:
             notes.append("LSTM layers are costed on the CPU's oneDNN kernel, as PyTorch runs "
                          "them (one mkldnn_rnn_layer per layer and direction: its workspace "
                          "and scratch as oneDNN sizes them; FLOPs its GEMMs, every gradient "

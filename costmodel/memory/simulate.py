@@ -105,13 +105,13 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     tensor of the gradient's element count alive for the check.
 
     ``at_batch``: the (batch, replay) at which sizes rounded at the batch are taken (oneDNN's
-    LSTM, where :attr:`StepTrace.has_batch_rounded_sizes`); the timeline holds there only.
+    LSTM, where :attr:`StepTrace.has_onednn_lstm`); the timeline holds there only.
     """
     size = sizer or (lambda nb: nb)
     mem = _Memory()
     storages = trace.storages
     nbytes = [size(s.nbytes) for s in storages]
-    rnn_dims = _rnn_layers(trace, nbytes, at_batch) if trace.has_batch_rounded_sizes else {}
+    rnn_dims = _rnn_layers(trace, nbytes, at_batch) if trace.has_onednn_lstm else {}
     for sid, s in enumerate(storages):
         if s.kind is not StorageKind.ACTIVATION:
             mem.add(_KIND_CATEGORY[s.kind], nbytes[sid])
@@ -167,6 +167,12 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
     itemsize = trace.element_size
     scratch: list[tuple[int, Lin]] = []
     plain_input = _plain_input_convolutions(trace) if kernel_scratch else set()
+
+    def transient(nb: Lin, where: str) -> None:
+        """A temporary alive for one checkpoint."""
+        mem.add(TEMPS, nb)
+        mem.checkpoint("backward", where)
+        mem.add(TEMPS, nb, -1)
 
     def over_last(extras: list[Lin]) -> None:
         """Scratch alternatives over the checkpoint just taken."""
@@ -243,17 +249,12 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
             if lstm is not None:  # oneDNN returns all seven gradients, needed or not
                 unneeded = sum(b for k, b in enumerate(onednn_rnn.gradient_bytes(*lstm[:4]))
                                if node.edges[k] is None or not active[node.edges[k][0]])
-                mem.add(TEMPS, (unneeded, 0, 0))
-                mem.checkpoint("backward", node.name)
-                mem.add(TEMPS, (unneeded, 0, 0), -1)
+                transient((unneeded, 0, 0), node.name)
                 if kernel_scratch:
                     zeros = sum(1 for k in (1, 2) if k >= len(received) or received[k] is None)
                     over_last([(onednn_rnn.backward_scratch(*lstm, zeros), 0, 0)])
             elif extra and outputs:
-                scratch = tuple(extra * v for v in size(outputs[0][1].nbytes))
-                mem.add(TEMPS, scratch)
-                mem.checkpoint("backward", node.name)
-                mem.add(TEMPS, scratch, -1)
+                transient(tuple(extra * v for v in size(outputs[0][1].nbytes)), node.name)
             elif allocated:
                 mem.checkpoint("backward", node.name)
                 if kernel_scratch and node.name in ks.BACKWARD_NODES:
@@ -272,10 +273,8 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
             for sid in graph.held(node, active):
                 let_go(sid)
             for _, g in outputs if anomaly else ():  # isnan(grad).any(), one at a time
-                check = size(tuple(v // itemsize for v in g.nbytes))
-                mem.add(TEMPS, check)
-                mem.checkpoint("backward", f"{node.name} (anomaly check)")
-                mem.add(TEMPS, check, -1)
+                transient(size(tuple(v // itemsize for v in g.nbytes)),
+                          f"{node.name} (anomaly check)")
             # Outputs are handed to the next nodes' input buffers; a gradient summed
             # into one stays referenced by the engine's outputs vector until the
             # node's last output is delivered.
@@ -339,12 +338,10 @@ def _rnn_layers(trace: StepTrace, nbytes: list[Lin],
     return out
 
 
-def _lstm_node(node: NodeFact, at_batch: tuple[int, int]) -> tuple | None:
+def _lstm_node(node: NodeFact, at_batch: tuple[int, int]) -> tuple[int, int, int, int, bool]:
     """(steps, batch, features, hidden, copies its output's gradient) of a oneDNN LSTM
     layer's backward, from its kernel tag ('lstm:steps:features:hidden[:copy]')."""
     parts = node.kernel.split(":")
-    if parts[0] != "lstm":
-        return None
     steps, features, hidden = (int(p) for p in parts[1:4])
     batch = at(node.slot_bytes[1], *at_batch) // (4 * hidden)
     return steps, batch, features, hidden, "copy" in parts

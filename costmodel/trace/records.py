@@ -173,9 +173,9 @@ class StepTrace:
     keeps what it saved for as long as the output is referenced."""
 
     @cached_property
-    def has_batch_rounded_sizes(self) -> bool:
-        """Whether a size is rounded at the batch (oneDNN's LSTM workspace and scratch,
-        :mod:`~costmodel.memory.onednn_rnn`): its plans are made per batch."""
+    def has_onednn_lstm(self) -> bool:
+        """Whether an LSTM runs on oneDNN's kernel: its workspace and scratch are rounded at
+        the batch (:mod:`~costmodel.memory.onednn_rnn`), so its plans are made per batch."""
         return any(op.name == RNN_LAYER_OP for op in self.ops)
 
     @property

@@ -9,8 +9,8 @@ workspace (the gates and states of every step, and room for the backward's diff
 states) for backward.  The trace calls the same ops as ``mkldnn_rnn`` does, in the
 same order, so the graph, the saved tensors and the FLOPs are the CPU's; the
 workspace's size is oneDNN's (:mod:`costmodel.memory.onednn_rnn`), as the meta kernel
-says 0 bytes.  GRUs and plain RNNs have no oneDNN path in PyTorch: they run unrolled
-on the CPU too, as traced.
+says 0 bytes.  GRUs and plain RNNs have no oneDNN path in PyTorch: they are traced as
+meta runs their cell, which does not match the CPU's plain run yet (the estimate says so).
 
 The route applies where ``use_mkldnn`` would (float32 tensors, oneDNN enabled, no
 projection, a padded not packed sequence) and only for a CPU estimate; a CUDA
@@ -98,7 +98,7 @@ def layer_outputs(args: tuple, out: tuple) -> tuple:
     kernel's is empty); none when grad is off (``forward_inference``)."""
     if not torch.is_grad_enabled():
         return out
-    x, w0 = args[0], args[1]
+    x = args[0]
     steps, batch, features = x.shape
     hidden = args[9]
     workspace = torch.empty(onednn_rnn.workspace_bytes(steps, batch, features, hidden),
