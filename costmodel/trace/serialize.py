@@ -97,67 +97,92 @@ def _none(value: Any) -> None:
     return None
 
 
+def _form(tp: Any) -> tuple[str, tuple]:
+    """How a declared type is stored: its form and that form's arguments.  The one
+    dispatch :func:`decoder` and :func:`encoder` share, so the two directions cannot
+    disagree on what a type is."""
+    if tp in (int, str, bool, float):
+        return "scalar", (tp,)
+    if tp is Any:
+        return "any", ()
+    if tp is type(None):
+        return "none", ()
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "enum", (tp,)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return "record", (tp,)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):  # X | None, the one union the records use
+        options = [a for a in args if a is not type(None)]
+        if len(options) != 1:
+            raise TypeError(f"unsupported union {tp!r}")
+        return "optional", (options[0],)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return ("ints", (None,)) if args[0] is int else ("items", (args[0],))
+        return ("ints", (len(args),)) if all(a is int for a in args) else ("fixed", args)
+    if origin in (list, frozenset, dict):
+        return origin.__name__, args
+    if origin is Mapping:
+        return "mapping", args
+    raise TypeError(f"cannot store {tp!r}")
+
+
+def _optional(inner: Decoder) -> Decoder:
+    """``X | None``: ``None``, or ``inner``'s answer (decoding and encoding alike)."""
+    return lambda value: None if value is None else inner(value)
+
+
 @functools.cache
 def decoder(tp: Any) -> Decoder:
     """A function that turns stored data back into a value of type ``tp``, or raises."""
-    if tp in (int, str, bool, float):
-        return _scalar(tp)
-    if tp is Any:
-        return _plain
-    if tp is type(None):
-        return _none
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        def decode_enum(value: Any) -> Any:
-            try:
-                return tp(value)
-            except ValueError:
-                raise _fail(tp.__name__, value) from None
-        return decode_enum
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _dataclass_decoder(tp)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return _optional(tp, decoder)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            if args[0] is int:
-                return _ints(None)
-            item = decoder(args[0])
-            return lambda value: tuple([item(v) for v in _list(value)])
-        if all(a is int for a in args):
-            return _ints(len(args))
-        items = [decoder(a) for a in args]
-
-        def decode_fixed(value: Any) -> tuple:
-            value = _list(value)
-            if len(value) != len(items):
-                raise DecodeError(f"expected {len(items)} values, got {len(value)}")
-            return tuple(f(v) for f, v in zip(items, value))
-        return decode_fixed
-    if origin is list:
-        item = decoder(args[0])
-        return lambda value: [item(v) for v in _list(value)]  # noqa: C416
-    if origin is frozenset:
-        item = decoder(args[0])
-        return lambda value: frozenset(item(v) for v in _list(value))
-    if origin in (dict, Mapping):
-        key, item = decoder(args[0]), decoder(args[1])
-
-        def decode_dict(value: Any) -> dict:
-            if not isinstance(value, dict):
-                raise _fail("object", value)
-            return {key(k): item(v) for k, v in value.items()}
-        return decode_dict
-    raise TypeError(f"no decoder for {tp!r}")
+    form, args = _form(tp)
+    return _DECODERS[form](*args)
 
 
-def _optional(tp: Any, make: Callable[[Any], Decoder]) -> Decoder:
-    """``X | None`` (the one union the records use): ``None``, or ``make(X)``'s answer."""
-    options = [a for a in typing.get_args(tp) if a is not type(None)]
-    if len(options) != 1:
-        raise TypeError(f"unsupported union {tp!r}")
-    inner = make(options[0])
-    return lambda value: None if value is None else inner(value)
+def _decode_enum(tp: type) -> Decoder:
+    def decode_enum(value: Any) -> Any:
+        try:
+            return tp(value)
+        except ValueError:
+            raise _fail(tp.__name__, value) from None
+    return decode_enum
+
+
+def _decode_items(item_tp: Any) -> Decoder:
+    item = decoder(item_tp)
+    return lambda value: tuple([item(v) for v in _list(value)])
+
+
+def _decode_fixed(*item_tps: Any) -> Decoder:
+    items = [decoder(a) for a in item_tps]
+
+    def decode_fixed(value: Any) -> tuple:
+        value = _list(value)
+        if len(value) != len(items):
+            raise DecodeError(f"expected {len(items)} values, got {len(value)}")
+        return tuple(f(v) for f, v in zip(items, value))
+    return decode_fixed
+
+
+def _decode_list(item_tp: Any) -> Decoder:
+    item = decoder(item_tp)
+    return lambda value: [item(v) for v in _list(value)]  # noqa: C416
+
+
+def _decode_frozenset(item_tp: Any) -> Decoder:
+    item = decoder(item_tp)
+    return lambda value: frozenset(item(v) for v in _list(value))
+
+
+def _decode_dict(key_tp: Any, item_tp: Any) -> Decoder:
+    key, item = decoder(key_tp), decoder(item_tp)
+
+    def decode_dict(value: Any) -> dict:
+        if not isinstance(value, dict):
+            raise _fail("object", value)
+        return {key(k): item(v) for k, v in value.items()}
+    return decode_dict
 
 
 def _plain(value: Any) -> Any:
@@ -226,58 +251,60 @@ def encoder(tp: Any) -> Encoder:
     the value is not exactly of the declared type (a list where a tuple is declared, a
     bool where an int is, a NaN): what would not come back equal is never stored.
     Checking while encoding replaces decoding every entry once more to compare it."""
-    if tp in (int, str, bool):
+    form, args = _form(tp)
+    return _ENCODERS[form](*args)
+
+
+def _encode_scalar(tp: type) -> Encoder:
+    if tp is not float:
         return functools.partial(_exactly, tp)
-    if tp is float:
-        def encode_float(value: Any) -> Any:
-            if type(value) not in (float, int) or not math.isfinite(value):
-                raise _fail("a finite float", value)
-            return value
-        return encode_float
-    if tp is Any:
-        return _plain
-    if tp is type(None):
-        return _none
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return lambda value: _exactly(tp, value).value
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _dataclass_encoder(tp)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return _optional(tp, encoder)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            if args[0] is int:
-                return _int_list(None)
-            item = encoder(args[0])
-            return lambda value: [item(v) for v in _exactly(tuple, value)]
-        if all(a is int for a in args):
-            return _int_list(len(args))
-        items = [encoder(a) for a in args]
 
-        def encode_fixed(value: Any) -> list:
-            if len(_exactly(tuple, value)) != len(items):
-                raise DecodeError(f"expected {len(items)} values, got {len(value)}")
-            return [f(v) for f, v in zip(items, value)]
-        return encode_fixed
-    if origin is list:
-        item = encoder(args[0])
-        return lambda value: [item(v) for v in _exactly(list, value)]
-    if origin is frozenset:
-        item = encoder(args[0])
-        return lambda value: sorted(item(v) for v in _exactly(frozenset, value))
-    if origin is dict:
-        key, item = encoder(args[0]), encoder(args[1])
-        return lambda value: {key(k): item(v) for k, v in _exactly(dict, value).items()}
-    if origin is Mapping:  # a read-only view (a scenario's options) decodes to an equal dict
-        key, item = encoder(args[0]), encoder(args[1])
+    def encode_float(value: Any) -> Any:
+        if type(value) not in (float, int) or not math.isfinite(value):
+            raise _fail("a finite float", value)
+        return value
+    return encode_float
 
-        def encode_mapping(value: Any) -> dict:
-            if not isinstance(value, Mapping):
-                raise _fail("a mapping", value)
-            return {key(k): item(v) for k, v in value.items()}
-        return encode_mapping
-    raise TypeError(f"no encoder for {tp!r}")
+
+def _encode_items(item_tp: Any) -> Encoder:
+    item = encoder(item_tp)
+    return lambda value: [item(v) for v in _exactly(tuple, value)]
+
+
+def _encode_fixed(*item_tps: Any) -> Encoder:
+    items = [encoder(a) for a in item_tps]
+
+    def encode_fixed(value: Any) -> list:
+        if len(_exactly(tuple, value)) != len(items):
+            raise DecodeError(f"expected {len(items)} values, got {len(value)}")
+        return [f(v) for f, v in zip(items, value)]
+    return encode_fixed
+
+
+def _encode_list(item_tp: Any) -> Encoder:
+    item = encoder(item_tp)
+    return lambda value: [item(v) for v in _exactly(list, value)]
+
+
+def _encode_frozenset(item_tp: Any) -> Encoder:
+    item = encoder(item_tp)
+    return lambda value: sorted(item(v) for v in _exactly(frozenset, value))
+
+
+def _encode_dict(key_tp: Any, item_tp: Any) -> Encoder:
+    key, item = encoder(key_tp), encoder(item_tp)
+    return lambda value: {key(k): item(v) for k, v in _exactly(dict, value).items()}
+
+
+def _encode_mapping(key_tp: Any, item_tp: Any) -> Encoder:
+    """A read-only view (a scenario's options) is stored as the equal dict it decodes to."""
+    key, item = encoder(key_tp), encoder(item_tp)
+
+    def encode_mapping(value: Any) -> dict:
+        if not isinstance(value, Mapping):
+            raise _fail("a mapping", value)
+        return {key(k): item(v) for k, v in value.items()}
+    return encode_mapping
 
 
 def _exactly(tp: type, value: Any) -> Any:
@@ -319,6 +346,21 @@ def _dataclass_encoder(cls: type) -> Encoder:
                 raise _fail(scalar.__name__, v)
         return out
     return encode_record
+
+
+_DECODERS: dict[str, Callable[..., Decoder]] = {
+    "scalar": _scalar, "any": lambda: _plain, "none": lambda: _none, "enum": _decode_enum,
+    "record": _dataclass_decoder, "optional": lambda inner: _optional(decoder(inner)),
+    "ints": _ints, "items": _decode_items, "fixed": _decode_fixed, "list": _decode_list,
+    "frozenset": _decode_frozenset, "dict": _decode_dict, "mapping": _decode_dict}
+"""Each :func:`_form` -> what builds its decoder (a mapping decodes to an equal dict)."""
+_ENCODERS: dict[str, Callable[..., Encoder]] = {
+    "scalar": _encode_scalar, "any": lambda: _plain, "none": lambda: _none,
+    "enum": lambda tp: lambda value: _exactly(tp, value).value,
+    "record": _dataclass_encoder, "optional": lambda inner: _optional(encoder(inner)),
+    "ints": _int_list, "items": _encode_items, "fixed": _encode_fixed, "list": _encode_list,
+    "frozenset": _encode_frozenset, "dict": _encode_dict, "mapping": _encode_mapping}
+"""Each :func:`_form` -> what builds its encoder, the inverse of :data:`_DECODERS`'."""
 
 
 def encode_trace(trace: StepTrace) -> list:
