@@ -420,6 +420,24 @@ def test_a_cold_trace_of_a_cnn_does_not_import_dynamo() -> None:
     assert r.stdout.strip() == "False"
 
 
+def test_an_import_inside_a_kernel_leaves_no_tensor_alive() -> None:
+    """PyCIL's BiC step multiplies a slice of the logits by its bias layer's alpha: no rule
+    covers that layout, so the kernel runs a Python reference whose first call imports
+    torch._dynamo.  The import's cycles reference the calling frames; with the collector
+    paused they kept the step's tensors alive, 2.6% over the plain run's 33.76 MiB at batch
+    8.  ``meta_outputs.kernel`` collects them at once: a cold process gives the plain
+    run's peak (README's validation table).  Should a rule come to cover that mul, this
+    test needs another op whose kernel imports."""
+    code = ("import sys; from costmodel.scenario import Scenario; "
+            "from costmodel.estimation import estimate; "
+            "e = estimate(Scenario(method='bic', impl='pycil', batch_size=8)); "
+            "print('torch._dynamo' in sys.modules, e.memory.peak_bytes)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "COSTCL_NO_CACHE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "35403428"]
+
+
 def test_a_cold_trace_of_an_lstm_does_not_import_dynamo(tmp_path) -> None:
     """Nor an LSTM's on oneDNN's route (``stack`` for its final states).  An import during
     a trace leaves reference cycles that hold the trace's tensors while the collector is
