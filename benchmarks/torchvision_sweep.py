@@ -13,11 +13,13 @@ vectors, token ids, clips, an LSTM), at their own input sizes.
 With ``--peak``, each model whose predicted peak fits ``--peak-limit-gib`` also runs two
 real SGD steps on the CPU, and the second step's peak is read from torch.profiler's
 memory events (:func:`lightcl.validate.measure_cpu_plain_peak`, no dispatch mode in
-the run): op level (what costcl predicts) and with kernel scratch (what the CPU
-allocator handed out inside oneDNN's kernels, which costcl does not predict yet).
+the run): op level and with kernel scratch (what the CPU allocator handed out inside
+the kernels), each against costcl's prediction.
 
-Run: python benchmarks/torchvision_sweep.py [--models a,b,c,factory:lstm] [--peak] [--json OUT]
-(all 80 on 2 CPU cores: several minutes; with --peak about 40).
+Run: python benchmarks/torchvision_sweep.py [--models a,b,c,factory:lstm] [--peak]
+[--threads N] [--json OUT] (all 80 on 2 CPU cores: several minutes; with --peak about 15).
+``--threads``: the torch threads the estimates are for and the runs use (oneDNN keeps
+some buffers per thread).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from dataclasses import asdict, dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from costmodel import Scenario  # noqa: E402
@@ -153,10 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak", action="store_true", help="also measure the plain run's peak")
     p.add_argument("--peak-limit-gib", type=float, default=8.0,
                    help="measure only models predicted to peak below this (default 8)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads for the estimates and the runs (default: torch's)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = torchvision.models.list_models(module=torchvision.models)
     print(f"{len(names)} torchvision classification models (torchvision {torchvision.__version__})"
-          f" and {len(FACTORIES)} factories")
+          f" and {len(FACTORIES)} factories; {torch.get_num_threads()} threads")
     factories = [FACTORY + f for f in FACTORIES]
     if args.models:
         wanted = args.models.split(",")
@@ -190,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"torchvision": torchvision.__version__, "batch": BATCH,
+                       "threads": torch.get_num_threads(),
                        "rows": [asdict(r) | {"equal": r.equal} for r in rows],
                        "summary": {"models": len(rows), "ok": ok, "equal": equal}}, f, indent=1)
     return 0 if ok == len(rows) else 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -48,6 +48,27 @@ AsJson = Annotated[bool, typer.Option("--json", callback=_as_json,
                                       help="Print JSON instead of tables (= --format json).")]
 Format = Annotated[str, typer.Option("--format", callback=_format,
                                      help="table, json or csv (one row per method or layer).")]
+
+
+def _threads(value: int | None) -> int | None:
+    """Checked while the command line is parsed; :func:`use_threads` applies it."""
+    if value is not None and value < 1:
+        from costmodel.errors import CostclError
+        raise CostclError(f"--threads {value}: give 1 or more CPU threads")
+    return value
+
+
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", callback=_threads,
+    help="CPU threads torch runs with (default: torch's, one per core); oneDNN keeps some "
+         "buffers per thread, so the peak with kernel scratch is for this many.")]
+
+
+def use_threads(threads: int | None) -> None:
+    """Run torch's CPU ops on ``threads`` threads (``None``: as they are)."""
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
 
 
 def emit_json(obj: object) -> None:

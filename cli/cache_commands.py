@@ -5,8 +5,9 @@ The trace cache (:mod:`costmodel.cache`, used by the engine) saves the tracing
 but a fresh process still imports torch (~5 s here) to rebuild the network.
 An *answer* is what ``costcl estimate`` printed, stored under a key made of
 the command line exactly as typed, the working folder, the ``--config`` file's
-bytes, how the terminal renders (width, colours) and costcl's, torch's and
-torchvision's versions and costcl's source fingerprint.  A user factory's
+bytes, what sets torch's thread count (``OMP_NUM_THREADS``, the CPUs), how the
+terminal renders (width, colours) and costcl's, torch's and torchvision's versions
+and costcl's source fingerprint.  A user factory's
 module file is checked by content on every hit.  :func:`answering` looks it
 up before typer parses anything (parsing itself imports pydantic, 0.3 s): a
 hit prints the stored bytes, identical to the cold output by construction.
@@ -81,7 +82,10 @@ def answer_key(argv: list[str]) -> str | None:
         return None
     terminal = (console.width, console.color_system, console.is_terminal, console.encoding,
                 console.no_color, console.legacy_windows, console.is_dumb_terminal)
-    return cache.digest("answer", argv, cwd, config_digest, terminal, profiles)
+    # the threads torch will run with (an estimate's kernel scratch is per thread)
+    threads = (os.environ.get("OMP_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS"),
+               os.cpu_count())
+    return cache.digest("answer", argv, cwd, config_digest, terminal, profiles, threads)
 
 
 def _answer_versions() -> cache.Versions:

@@ -5,8 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.app import (AsJson, Convention, FlopsConvention, Format, _progress, app, console, emit,
-                     emit_json)
+from cli.app import (AsJson, Convention, FlopsConvention, Format, Threads, _progress, app,
+                     console, emit, emit_json, use_threads)
 from cli.options import DeviceProfileFile, scenario_options, time_profile
 
 
@@ -17,7 +17,7 @@ def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
              layers: Annotated[bool, typer.Option(help="Also print the per-layer table (CSV: one row per layer).")] = False,
              as_json: AsJson = False, format: Format = "table",
              no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the trace and answer cache (also: COSTCL_NO_CACHE=1).")] = False,
-             device_profile: DeviceProfileFile = None) -> None:
+             device_profile: DeviceProfileFile = None, threads: Threads = None) -> None:
     """Predict the FLOPs and peak memory of one step and of the whole CL run."""
     import contextlib
     import io
@@ -30,6 +30,7 @@ def estimate(scenario, convention: Convention = "runtime",  # noqa: ANN001
     from reports.terminal import estimate_table
 
     speeds = time_profile(device_profile)
+    use_threads(threads)
     with cache.disabled(no_cache):
         e = run_estimate(scenario, convention=convention, flops_convention=flops_convention,
                          layers=layers, profile=speeds)

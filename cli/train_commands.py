@@ -7,7 +7,8 @@ import typer
 
 from rich.console import Console
 
-from cli.app import AsJson, CostclInterrupt, Format, _progress, app, console, emit, emit_json
+from cli.app import (AsJson, CostclInterrupt, Format, Threads, _progress, app, console, emit,
+                     emit_json, use_threads)
 from cli.options import DeviceProfileFile, scenario_options, time_profile
 from costmodel.errors import CostclError
 
@@ -18,7 +19,7 @@ def validate(scenario,  # noqa: ANN001
              steps: Annotated[int, typer.Option(help="Steps timed after the two measured ones.")] = 3,
              fake: Annotated[bool, typer.Option(help="Measure CPU memory on fake tensors (same bytes, no compute).")] = False,
              as_json: AsJson = False, format: Format = "table",
-             device_profile: DeviceProfileFile = None) -> None:
+             device_profile: DeviceProfileFile = None, threads: Threads = None) -> None:
     """Run the method's real steps; measured peak memory, FLOPs and time beside costcl's prediction."""
     from lightcl.validate import validate as run_validate
     from reports.formats import validation_rows
@@ -26,6 +27,7 @@ def validate(scenario,  # noqa: ANN001
 
     _warn_fp16_on_cpu(scenario)
     speeds = time_profile(device_profile)
+    use_threads(threads)
     with _progress(5, "validating") as advance:
         result = run_validate(scenario, scenario.device, steps=steps, fake=fake, progress=advance,
                               profile=speeds)

@@ -22,6 +22,7 @@ from torch import nn
 from costmodel import gc_pause, plugins
 from costmodel.errors import CostclError
 from costmodel.memory import graph
+from costmodel.memory.kernel_scratch import AtBatch
 from costmodel.memory.optimizers import OptimizerSpec
 from costmodel.memory.simulate import CATEGORIES, Timeline, simulate
 from costmodel.models.registry import build_model
@@ -99,7 +100,7 @@ class Plan:
     _tot: np.ndarray = field(repr=False, default=None)  # (checkpoints, 3)
     _after: np.ndarray = field(repr=False, default=None)  # (3,)
     _state_cache: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict, repr=False)
-    _scratch: np.ndarray | None = field(default=None, repr=False)
+    _scratch: tuple[np.ndarray, list] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._tot = self.timeline.coef.sum(axis=1)
@@ -156,21 +157,30 @@ class Plan:
         return top + state + outside_bytes, "optimizer" if k is None else self.timeline.phase[k]
 
     def _with_scratch(self, x: np.ndarray, peak: int, outside: int) -> int | None:
-        """The op-level peak or a kernel's scratch over its checkpoint, whichever is higher."""
+        """The op-level peak or a kernel's scratch over its checkpoint, whichever is higher.
+        Scratch that is not affine in the batch is taken at ``x``'s batch."""
         if self.timeline.scratch is None:
             return None
         if not self.timeline.scratch:
             return peak
-        return max(peak, int((self._scratch_planes() @ x).max()) + outside)
+        planes, at_batch = self._scratch_planes()
+        highest = int((planes @ x).max()) if len(planes) else 0
+        for k, alternative in at_batch:
+            extra = alternative.bytes_at(int(x[1]), int(x[2]))
+            if extra is not None:
+                highest = max(highest, int(self._tot[k] @ x) + extra)
+        return max(peak, highest + outside)
 
-    def _scratch_planes(self) -> np.ndarray:
-        """(alternatives, 3): each scratch alternative with its checkpoint's bytes, made
-        once per plan so an estimate pays one product and one max for it."""
+    def _scratch_planes(self) -> tuple[np.ndarray, list[tuple[int, AtBatch]]]:
+        """(alternatives, 3): each affine scratch alternative with its checkpoint's bytes,
+        made once per plan so an estimate pays one product and one max for them; and the
+        alternatives evaluated at a batch."""
         if self._scratch is None:
-            s = self.timeline.scratch
-            k = np.array([k for k, _ in s], dtype=np.int64)
-            extra = np.array([e for _, e in s], dtype=np.int64).reshape(len(s), 3)
-            self._scratch = self._tot[k] + extra
+            affine = [(k, e) for k, e in self.timeline.scratch if not isinstance(e, AtBatch)]
+            k = np.array([k for k, _ in affine], dtype=np.int64)
+            extra = np.array([e for _, e in affine], dtype=np.int64).reshape(len(affine), 3)
+            self._scratch = (self._tot[k] + extra,
+                             [(k, e) for k, e in self.timeline.scratch if isinstance(e, AtBatch)])
         return self._scratch
 
 
@@ -202,16 +212,18 @@ class StepModel:
     def plan(self, trainable: frozenset[str], instrumented: bool = False, device: str = "cpu",
              at: tuple[int, int] | None = None) -> Plan:
         """The plan for a trainable set.  On CUDA, and for oneDNN's LSTM on the CPU (sizes
-        rounded to pages), it depends on the batch (``at``)."""
+        rounded to pages), it depends on the batch (``at``); on the CPU, its kernel scratch
+        depends on the threads this process runs its ops with."""
         per_batch = device == "cuda" or self.trace.has_onednn_lstm
-        key = (trainable, instrumented, device, at if per_batch else None)
+        threads = torch.get_num_threads() if device == "cpu" else 0
+        key = (trainable, instrumented, device, at if per_batch else None, threads)
         plan = self._plans.get(key)
         if plan is None:
             sel = graph.select(self.trace, trainable, self.prepared_trainable)
             sizer = _cuda_sizer(*(at or (1, 0))) if device == "cuda" else None
             tl = simulate(self.trace, sel, in_place_accumulation=not instrumented, sizer=sizer,
                           anomaly=self.anomaly, kernel_scratch=device == "cpu" and not instrumented,
-                          at_batch=at or (1, 0))
+                          at_batch=at or (1, 0), threads=threads)
             grad_sizes = [cuda_block_bytes(v) if device == "cuda" else v
                           for v in tl.grad_bytes.values()]
             plan = Plan(sel, tl, graph.flops(self.trace, sel), grad_sizes)

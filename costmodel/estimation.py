@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from costmodel import conventions, engine, gc_pause, methods, paper
 from costmodel.errors import CostclError
 from costmodel.input_checks import cuda_workspace_note, recurrent_note, small_input_note
@@ -79,6 +81,9 @@ class MemoryCost:
     """The step's peak with the CPU kernels' own buffers (oneDNN's reorders,
     :mod:`costmodel.memory.kernel_scratch`): what the CPU allocator hands out.  ``None``
     where not modelled (CUDA)."""
+    scratch_threads: int = 0
+    """The CPU threads that peak is for (``torch.get_num_threads()`` when estimated:
+    some of oneDNN's buffers are per thread); 0 where not modelled."""
 
     @property
     def peak_mib(self) -> float:
@@ -133,6 +138,7 @@ class Estimate:
                 "run_peak_where": self.memory.run_peak_where,
                 "host_bytes": self.memory.host_bytes,
                 "peak_with_scratch_bytes": self.memory.peak_with_scratch_bytes,
+                "scratch_threads": self.memory.scratch_threads,
             },
             "params": {"total": self.total_params, "trainable": self.trainable_params},
             "notes": list(self.notes),
@@ -217,8 +223,10 @@ def estimate(s: Scenario, convention: str = "runtime", flops_convention: str = "
 
 def _answer_parts(s: Scenario, convention: str, flops_convention: str, instrumented: bool,
                   layers: bool, profile: TimeProfile) -> tuple:
-    """What an estimate's answer depends on beyond the code: its disk-cache key."""
-    return (s, convention, flops_convention, instrumented, layers, profile.digest())
+    """What an estimate's answer depends on beyond the code: its disk-cache key (on the
+    CPU, the thread count its kernel scratch is for)."""
+    threads = torch.get_num_threads() if s.device == "cpu" else 0
+    return (s, convention, flops_convention, instrumented, layers, profile.digest(), threads)
 
 
 def estimate_stored(s: Scenario, profile: TimeProfile | None = None) -> bool:
@@ -282,7 +290,8 @@ def _estimate(s: Scenario, convention: str, flops_convention: str, instrumented:
     return Estimate("runtime", flops_convention, s, step, run,
                     MemoryCost(sum(breakdown.values()), breakdown, memory.phase, memory.where,
                                whole.peak_bytes, whole.where, host,
-                               memory.with_scratch_bytes),
+                               memory.with_scratch_bytes,
+                               torch.get_num_threads() if memory.with_scratch_bytes else 0),
                     n_train, total, table, tuple(notes), trainable, timed)
 
 

@@ -51,6 +51,9 @@ def estimate_table(e: Estimate, console: Console, layers: bool = False) -> None:
     console.print(m)
     if e.convention == "runtime":
         console.print(f"The step's peak comes in the {e.memory.phase}, at {e.memory.where}.")
+        if e.memory.peak_with_scratch_bytes is not None:
+            console.print(f"With the CPU kernels' own buffers ({e.memory.scratch_threads} "
+                          f"threads): {mib(e.memory.peak_with_scratch_bytes)} MiB")
         console.print(f"Whole run: [bold]{mib(e.memory.run_peak_bytes)} MiB[/bold] at "
                       f"{e.memory.run_peak_where}"
                       + (f"; kept on the host: {mib(e.memory.host_bytes)} MiB"

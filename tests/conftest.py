@@ -39,6 +39,19 @@ def measured_memory(e):
         return memtracker_peak(model, opt, lambda: method.step(ctx, x, y), externals=(x, y))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run torch's CPU ops on ``n`` threads for a while (a pytest-xdist worker runs one):
+    some of oneDNN's buffers are per thread, and an estimate's kernel scratch is for the
+    threads it is made with."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 if "PYTEST_XDIST_WORKER" in __import__("os").environ:  # two workers share the 2 cores
     torch.set_num_threads(1)
 
@@ -111,7 +124,8 @@ def costcl(capsys):
 
     def call(*args: str) -> Result:
         try:
-            run(list(args))
+            with torch_threads(torch.get_num_threads()):  # --threads sets the process's
+                run(list(args))
             code = 0
         except SystemExit as e:
             code = e.code or 0

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 COSTCL = [sys.executable, "-m", "cli.main"]
 
@@ -29,6 +30,21 @@ def test_estimate_json_has_the_documented_shape():
     assert d["step"]["forward_flops"] == 8 * 1_110_845_440
 
 
+def test_threads_set_what_the_kernel_scratch_is_for(costcl):
+    """oneDNN's gemm weight gradient of a 2x2 map (resnet18-cifar's last stage at 16x16
+    input) books four weights a thread (a 512x512 3x3 kernel: 9,437,184 bytes) and an
+    unfolded image (512 channels x 9 x 4 pixels, floats)."""
+    args = ("estimate", "--json", "--model", "resnet18-cifar", "--input-size", "3,16,16",
+            "--batch-size", "8")
+    before = torch.get_num_threads()
+    one, four = (json.loads(costcl(*args, "--threads", n).stdout)["memory"] for n in ("1", "4"))
+    assert torch.get_num_threads() == before  # the in-process runner puts it back
+    assert (one["scratch_threads"], four["scratch_threads"]) == (1, 4)
+    assert one["peak_bytes"] == four["peak_bytes"]
+    assert four["peak_with_scratch_bytes"] - one["peak_with_scratch_bytes"] == \
+        3 * (4 * 9_437_184 + 4 * 512 * 9 * 4)
+
+
 def test_config_file_and_flags(tmp_path, costcl):
     cfg = tmp_path / "s.toml"
     cfg.write_text('batch_size = 4\noptimizer = "adam"\n')
@@ -48,6 +64,7 @@ BAD = [
     (["estimate", "--convention", "papr"], "did you mean paper"),
     (["estimate", "--model", "tinymodels:broken"], "model factory 'tinymodels:broken' raised ValueError"),
     (["estimate", "--model", "nosuchpkg.mod:make"], "cannot load model factory"),
+    (["estimate", "--threads", "0"], "--threads 0: give 1 or more CPU threads"),
 ]
 
 

@@ -7,11 +7,9 @@ x86-64); another backend (ARM's) reorders otherwise, so these tests run on x86 o
 """
 from __future__ import annotations
 
-import contextlib
 import platform
 
 import pytest
-import torch
 
 from costmodel import methods
 from costmodel.estimation import estimate
@@ -19,6 +17,7 @@ from costmodel.memory import kernel_scratch as ks
 from costmodel.trace.records import at
 from costmodel.scenario import Scenario
 from lightcl.validate import measure_cpu_plain_peak
+from tests.conftest import torch_threads
 
 x86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
                          reason="the rules describe oneDNN on x86-64")
@@ -29,11 +28,11 @@ def test_a_stride_one_convolution_backward_holds_two_more_activations():
     a 147,456-byte weight): the allocator peaks at 3 maps and a weight inside the op,
     two maps over its two gradients."""
     a, w = (6_422_528, 0, 0), (147_456, 0, 0)
-    extras = ks.conv_backward(a, w, a, strided=False, needs_input=True, needs_weight=True)
+    extras = ks.conv_backward(a, w, a, ks.ConvKind(), needs_input=True, needs_weight=True)
     assert max(e[0] for e in extras) == 2 * 6_422_528
     # a 512-channel one at 7x7: two weights at once while the weight gradient is reordered
     a, w = (802_816, 0, 0), (9_437_184, 0, 0)
-    extras = ks.conv_backward(a, w, a, strided=False, needs_input=True, needs_weight=True)
+    extras = ks.conv_backward(a, w, a, ks.ConvKind(), needs_input=True, needs_weight=True)
     assert max(e[0] for e in extras) + 802_816 + 9_437_184 == 19_677_184  # the measured peak
 
 
@@ -62,40 +61,48 @@ def test_a_depthwise_convolution_backward_reorders_less():
     weight gradient reorders neither activation."""
     x, w, out = (1_053_696, 0, 0), (67_200, 0, 0), (263_424, 0, 0)
     dense = ks.conv_backward_node("conv:strided", x, w, out, True, True)
-    depthwise = ks.conv_backward_node("conv:strided:depthwise5", x, w, out, True, True)
+    depthwise = ks.conv_backward_node(f"conv:strided:gemm1225x49x672x{672 * 196}:depthwise5",
+                                      x, w, out, True, True)
     assert max(e[0] for e in depthwise) == 1_053_696 - 67_200 == 986_496
     assert max(e[0] for e in dense) == 2 * 1_053_696 - 67_200
-    # a 5x5 one on a 3x3 map (576 channels): eight weights and 2 KB; measured 462,856 bytes
+    # a 5x5 one on a 3x3 map (576 channels), oneDNN's gemm:jit: four weights and an
+    # unfolded channel (25 x 9 floats) a thread, 256 bytes of alignment; measured 462,856
     x, w = (41_472, 0, 0), (57_600, 0, 0)
-    small = ks.conv_backward_node("conv:small576:depthwise5", x, w, x, True, True)
-    assert max(e[0] for e in small) == 8 * 57_600 + 2048 == 462_848
+    small = ks.conv_backward_node(f"conv:gemm225x9x576x{576 * 9}:depthwise5", x, w, x, True, True)
+    assert max(e[0] for e in small) == 2 * (4 * 57_600 + 900) + 256 == 462_856
+    # one thread, four: measured 231,556 and 925,456
+    assert [max(e[0] for e in ks.conv_backward_node(
+        f"conv:gemm225x9x576x{576 * 9}:depthwise5", x, w, x, True, True, threads))
+        for threads in (1, 4)] == [231_556, 925_456]
 
 
-@contextlib.contextmanager
-def two_threads():
-    """The rules' thread count (this machine's default; a pytest-xdist worker runs one):
-    the weight-gradient reductions of small outputs hold four weights per thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def highest(alternatives: list, batch: int) -> int:
+    """The largest alternative that holds at ``batch``."""
+    return max(v for v in (e.bytes_at(batch, 0) if isinstance(e, ks.AtBatch) else at(e, batch)
+                           for e in alternatives) if v is not None)
+
+
+PATCH16 = "conv:strided:gemm150528x196x1x150528:patch"
+"""ViT-B/16's patch embedding: 3 x 16 x 16 x 196 floats unfolded, 196 pixels, one group."""
 
 
 def test_a_patch_embedding_reduces_over_one_image_per_thread():
     """ViT-B/16's 16x16/16 convolution on 3x224x224 images (a 2,359,296-byte weight, no
     input gradient), alone: 20,078,848 bytes over its weight gradient at batch 2 and at
-    batch 4, two threads."""
+    batch 4, two threads: oneDNN's gemm:jit, four weights and one unfolded image (here the
+    image itself) a thread."""
     image, w = 602_112, (2_359_296, 0, 0)
     for batch in (2, 4):
         x = (0, image, 0)
-        extras = ks.conv_backward_node("conv:strided:patch", x, w, (0, 0, 0), False, True)
-        assert max(at(e, batch) for e in extras) == 20_078_848
+        extras = ks.conv_backward_node(PATCH16, x, w, (0, 0, 0), False, True)
+        assert highest(extras, batch) == 20_078_848
+    # one image: oneDNN threads a single group's gemm over one thread (measured 10,039,552)
+    assert highest(ks.conv_backward_node(PATCH16, (0, image, 0), w, (0, 0, 0), False, True),
+                   1) == 4 * 2_359_296 + image + 256 == 10_039_552
     # in the model its gradient comes through a permute: one output more (ViT-B/32, batch 4)
-    extras = ks.conv_backward_node("conv:strided:patch", (0, image, 0), (9_437_184, 0, 0),
-                                   (0, 150_528, 0), False, True)
-    assert max(at(e, 4) for e in extras) == 8 * 9_437_184 + 2 * image + 256 + 4 * 150_528
+    extras = ks.conv_backward_node("conv:strided:gemm150528x49x1x150528:patch", (0, image, 0),
+                                   (9_437_184, 0, 0), (0, 150_528, 0), False, True)
+    assert highest(extras, 4) == 8 * 9_437_184 + 2 * image + 256 + 4 * 150_528
 
 
 def test_a_channels_last_input_is_not_reordered():
@@ -120,7 +127,7 @@ def test_depthwise_and_channels_last_scratch_is_the_allocators(model):
     leave channels-last maps for the next convolution (247,706,720 and 247,708,256)."""
     s = methods.resolve(Scenario(model=f"torchvision:{model}", input_size=(3, 96, 96),
                                  num_classes=10, batch_size=2, optimizer="sgd"))
-    predicted = estimate(s).memory.peak_with_scratch_bytes
-    with two_threads():
+    with torch_threads(2):  # the prediction is for the threads the run has
+        predicted = estimate(s).memory.peak_with_scratch_bytes
         got = measure_cpu_plain_peak(s)["peak_with_scratch_bytes"]
     assert abs(predicted - got) <= 0.001 * got, (predicted, got)

@@ -408,16 +408,24 @@ def test_views_in_place_ops_and_other_devices_always_run() -> None:
         assert r.tolist() == [0, 1, 2, 3, 4]
 
 
-def test_a_cold_trace_of_a_cnn_does_not_import_dynamo() -> None:
-    """The rules' point: a ResNet's trace needs no Python reference behind torch._disable_dynamo."""
+def _cold_estimate(scenario: str, path: object = None) -> str:
+    """In a fresh interpreter with the cache off: whether estimating ``scenario`` imported
+    torch._dynamo, and the step's peak (``path``: a folder put on ``sys.path``)."""
     code = ("import sys; from costmodel.scenario import Scenario; "
             "from costmodel.estimation import estimate; "
-            "estimate(Scenario(method='sgd', model='resnet18-cifar')); "
-            "print('torch._dynamo' in sys.modules)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "COSTCL_NO_CACHE": "1"})
+            f"e = estimate({scenario}); "
+            "print('torch._dynamo' in sys.modules, e.memory.peak_bytes)")
+    env = {**os.environ, "COSTCL_NO_CACHE": "1"}
+    if path is not None:
+        env["PYTHONPATH"] = f"{path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False"
+    return r.stdout.strip()
+
+
+def test_a_cold_trace_of_a_cnn_does_not_import_dynamo() -> None:
+    """The rules' point: a ResNet's trace needs no Python reference behind torch._disable_dynamo."""
+    assert _cold_estimate("Scenario(method='sgd', model='resnet18-cifar')").split()[0] == "False"
 
 
 def test_an_import_inside_a_kernel_leaves_no_tensor_alive() -> None:
@@ -428,14 +436,8 @@ def test_an_import_inside_a_kernel_leaves_no_tensor_alive() -> None:
     8.  ``meta_outputs.kernel`` collects them at once: a cold process gives the plain
     run's peak (README's validation table).  Should a rule come to cover that mul, this
     test needs another op whose kernel imports."""
-    code = ("import sys; from costmodel.scenario import Scenario; "
-            "from costmodel.estimation import estimate; "
-            "e = estimate(Scenario(method='bic', impl='pycil', batch_size=8)); "
-            "print('torch._dynamo' in sys.modules, e.memory.peak_bytes)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "COSTCL_NO_CACHE": "1"})
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["True", "35403428"]
+    assert _cold_estimate("Scenario(method='bic', impl='pycil', batch_size=8)") == \
+        "True 35403428"
 
 
 def test_a_cold_trace_of_an_lstm_does_not_import_dynamo(tmp_path) -> None:
@@ -450,12 +452,5 @@ def test_a_cold_trace_of_an_lstm_does_not_import_dynamo(tmp_path) -> None:
         "        self.lstm, self.fc = nn.LSTM(16, 32, batch_first=True), nn.Linear(32, num_classes)\n"
         "    def forward(self, x):\n"
         "        return self.fc(self.lstm(x.view(x.shape[0], -1, 16))[0][:, -1])\n")
-    code = ("import sys; from costmodel.scenario import Scenario; "
-            "from costmodel.estimation import estimate; "
-            "estimate(Scenario(model='one_lstm:Net', num_classes=10, input_size=(800,))); "
-            "print('torch._dynamo' in sys.modules)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "COSTCL_NO_CACHE": "1",
-                            "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False"
+    assert _cold_estimate("Scenario(model='one_lstm:Net', num_classes=10, input_size=(800,))",
+                          tmp_path).split()[0] == "False"

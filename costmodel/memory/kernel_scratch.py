@@ -11,27 +11,124 @@ Measured on this machine's torch 2.14 (oneDNN, x86-64), per op, as a rule each:
   3-channel image) or one more output;
 * convolution backward, input gradient first: ``+out +w +in_blocked ... -w -out
   +in -in_blocked`` (a strided convolution holds one more input-sized buffer, a strided
-  depthwise one does not), then the weight gradient: ``+in +out +w_blocked -in -out +w
-  -w_blocked`` (a strided depthwise convolution with a kernel over 3x3 reorders neither
-  activation: MobileNetV3's and MnasNet's 5x5s);
+  depthwise or 8-channels-a-group one does not), then the weight gradient: ``+in +out
+  +w_blocked -in -out +w -w_blocked``, with the scratchpad of oneDNN's pointwise kernel
+  where it splits its reduction (:mod:`~costmodel.memory.onednn_conv`); where oneDNN's
+  ``gemm:jit`` computes the weight gradient (an output smaller than its kernel, a patch
+  embedding, a depthwise kernel its ``jit_dw`` does not take: over 3 wide, or an input
+  smaller than the kernel needs) no activation is reordered, and a reduction buffer and
+  an unfolded image per thread are booked instead;
 * batch norm backward: one input-sized temporary after its outputs;
 * the CPU flash attention's backward: one more output-sized buffer (the query's gradient
   accumulated in float) beside its three gradients.
 
-The rules were read with two threads, this machine's default.  Most do not depend on
-the thread count (the nhwc ones were checked at 1 and 2); the weight-gradient reduction
-of an output smaller than its kernel does: four weights (and about 1 KB, or 144 bytes per
-output channel for a dense kernel) per thread, so the eight weights below assume two.
+The thread count is this process's (``torch.get_num_threads()``, part of a plan's key
+and of an estimate's cache key): ``gemm:jit`` books its buffers per thread where it
+threads over images and groups, and the pointwise kernel a copy of its weight blocks
+per thread where it splits its reduction (both from oneDNN's code, measured at 1 to 4
+threads); the nhwc rules hold at 1 and 2.
+
+Which kernel runs is ATen's choice first (``use_mkldnn``): a dense 1x1 at stride 1 with
+fewer than 16 images on one thread, and one small image through a small dense kernel,
+run on ATen's own kernel, which reorders nothing and unfolds the image (im2col) over
+the op instead.  Those alternatives hold at the batches where their kernel runs
+(:class:`AtBatch`).
 
 Each rule gives the alternatives, over the op-level state just after the op's
 outputs exist; the peak with scratch is the highest of them, checkpoint by
-checkpoint.  What is left out, and so under-predicted: oneDNN's scratchpads (a
-tenth of the input in a strided or 1x1 convolution), other kernels' buffers, and any
-other CPU backend (ARM's, a Raspberry Pi's).
+checkpoint.  What is left out, and so under-predicted: the other scratchpads of
+oneDNN's kernels (a strided convolution's input gradient holds 12 KB and a few tens of
+KB per thread), other kernels' buffers, oneDNN's AVX-512 and AMX kernels (these rules
+are AVX2's), and any other CPU backend (ARM's, a Raspberry Pi's).
 """
 from __future__ import annotations
 
-from costmodel.trace.records import ZERO, Lin, add, scale
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from costmodel.memory import onednn_conv
+from costmodel.trace.records import ZERO, Lin, add, at, scale
+
+
+@dataclass(frozen=True)
+class NativePath:
+    """When ATen runs a convolution on its own kernel rather than oneDNN's
+    (:func:`~costmodel.trace.kernel_tags.native_path`): it then reorders nothing, and
+    unfolds the image (im2col) where the kernel is not a plain 1x1."""
+
+    plain_1x1: bool
+    small_image: bool
+    unfolded_bytes: int
+
+    def onednn(self, images: int, threads: int) -> bool:
+        return ((not self.plain_1x1 or images >= 16 or threads > 1)
+                and (not self.small_image or images > 1))
+
+    def may_switch(self, threads: int) -> bool:
+        """Whether some batch runs it on ATen's kernel at this thread count."""
+        return self.small_image or (self.plain_1x1 and threads == 1)
+
+
+@dataclass(frozen=True)
+class AtBatch:
+    """An alternative that is not affine in the batch: one that holds only where a
+    convolution runs on oneDNN (or only where it runs on ATen's own kernel), or only for
+    one image or more (``gemm:jit``'s threading), or that adds the scratchpad oneDNN's
+    pointwise weight gradient books (:mod:`~costmodel.memory.onednn_conv`): each depends
+    on the images the convolution sees and on the thread count."""
+
+    base: Lin
+    x: Lin
+    """The convolution's input, bytes: its images are ``x`` over ``image_bytes``."""
+    image_bytes: int
+    threads: int
+    path: NativePath | None = None
+    on_onednn: bool = True
+    """Holds where oneDNN runs the convolution (else where ATen's kernel does)."""
+    pointwise: tuple[int, int, int, bool, bool] | None = None
+    """(input channels, output channels, output pixels, strided, bias): plus the scratchpad."""
+    images: tuple[int, int | None] | None = None
+    """Holds only for this many images, (least, most or ``None``)."""
+
+    def bytes_at(self, batch: int, replay: int) -> int | None:
+        """Bytes over the checkpoint at (batch, replay); ``None`` where it does not hold."""
+        images = at(self.x, batch, replay) // self.image_bytes
+        if self.path is not None and self.path.onednn(images, self.threads) != self.on_onednn:
+            return None
+        if self.images is not None and not (
+                self.images[0] <= images and (self.images[1] is None or images <= self.images[1])):
+            return None
+        extra = _pointwise(*self.pointwise[:3], images, *self.pointwise[3:], self.threads) \
+            if self.pointwise else 0
+        return at(self.base, batch, replay) + extra
+
+
+_pointwise = lru_cache(maxsize=4096)(onednn_conv.pointwise_weight_scratch)
+
+
+def _native(parts: list[str]) -> tuple[NativePath | None, int]:
+    """A tag's :class:`NativePath` and image elements (``None``, 0: oneDNN's always)."""
+    small = next((int(p[len("smallimage"):]) for p in parts if p.startswith("smallimage")), None)
+    image = next((int(p[len("image"):]) for p in parts if p.startswith("image")), 0)
+    if small is None and "plain1x1" not in parts:
+        return None, 0
+    return NativePath("plain1x1" in parts, small is not None, small or 0), image
+
+
+def _gated(alternatives: list[Lin | AtBatch], parts: list[str], x: Lin,
+           threads: int) -> list[Lin | AtBatch]:
+    """oneDNN's alternatives, and ATen's kernel's (its unfolded image over the op), each
+    holding at the batches its kernel runs; as they are where no batch changes the kernel."""
+    path, image = _native(parts)
+    if path is None or not path.may_switch(threads):
+        return alternatives
+    out: list[Lin | AtBatch] = [
+        replace(a, path=path) if isinstance(a, AtBatch) else
+        AtBatch(a, x, 4 * image, threads, path) for a in alternatives]
+    if path.unfolded_bytes:
+        out.append(AtBatch((path.unfolded_bytes, 0, 0), x, 4 * image, threads, path,
+                           on_onednn=False))
+    return out
 
 
 def sub(a: Lin, b: Lin) -> Lin:
@@ -44,60 +141,119 @@ def conv_forward(x: Lin, w: Lin, out: Lin, plain_input: bool) -> list[Lin]:
     return [w if plain_input else add(x, w), out]
 
 
-def conv_backward(x: Lin, w: Lin, out: Lin, strided: bool, needs_input: bool,
-                  needs_weight: bool, small_channels: int = 0, patch: bool = False,
-                  depthwise: int = 0, nhwc: bool = False) -> list[Lin]:
+def conv_forward_op(kernel: str, x: Lin, w: Lin, out: Lin, plain_input: bool,
+                    threads: int = 2) -> list[Lin | AtBatch]:
+    """:func:`conv_forward` for a traced op's ``kernel``
+    (:attr:`~costmodel.trace.records.OpFact.kernel`); where ATen's own kernel runs it, its
+    unfolded image over the output instead."""
+    parts = kernel.split(":")
+    return _gated(conv_forward(x, w, out, plain_input), parts, x, threads)
+
+
+@dataclass(frozen=True)
+class ConvKind:
+    """What a convolution's backward scratch depends on beyond sizes, read from its tag
+    (:func:`costmodel.trace.kernel_tags.node`)."""
+
+    strided: bool = False
+    depthwise: int = 0
+    """The kernel side of a depthwise convolution (0: not one)."""
+    nhwc: bool = False
+    patch: bool = False
+    group8: bool = False
+    gemm: tuple[int, int, int, int] | None = None
+    """(unfolded floats a thread, output pixels, groups, image elements): oneDNN's
+    ``gemm:jit`` weight gradient (:func:`~costmodel.memory.onednn_conv.gemm_weight_scratch`)."""
+    pointwise: tuple[int, int, int, int, bool] | None = None
+    """(input channels, output channels, input pixels, output pixels, bias):
+    ``jit_1x1:avx2``'s weight gradient (:func:`~costmodel.memory.onednn_conv.pointwise_weight_scratch`)."""
+
+    @staticmethod
+    def parse(parts: list[str]) -> "ConvKind":
+        def sizes(prefix: str) -> tuple[int, ...] | None:
+            found = next((p[len(prefix):] for p in parts if p.startswith(prefix)), None)
+            return tuple(int(v) for v in found.split("x")) if found else None
+
+        pointwise = sizes("pointwise")
+        return ConvKind("strided" in parts, (sizes("depthwise") or (0,))[0], "nhwc" in parts,
+                        "patch" in parts, "group8" in parts, sizes("gemm"),  # type: ignore[arg-type]
+                        (*pointwise, "bias" in parts) if pointwise else None)
+
+
+def conv_backward(x: Lin, w: Lin, out: Lin, kind: ConvKind, needs_input: bool,
+                  needs_weight: bool, threads: int = 2) -> list[Lin | AtBatch]:
     """Over both gradients: the input gradient's phase, then the weight gradient's (with
-    the input gradient already made).  ``small_channels``: the output channels of a
-    convolution whose output is smaller than its kernel at stride 1, or a depthwise one's
-    at any stride (a CIFAR ResNet's last stage at 64x64, MnasNet's last 5x5s at 96x96; 0:
-    not one): the weight gradient is reduced over a buffer of
-    eight weights and 288 bytes per output channel, with no operand reordered (a depthwise
-    one: eight weights and 2 KB; measured at 5x5 on 3x3 and 4x4 maps, 3x3 on 2x2).
-    ``patch``: a patch embedding (an image cut into kernel-sized patches, a ViT's first
-    layer): the same reduction over eight weights and a copy of one image per thread,
-    whatever the batch (20,078,848 bytes for ViT-B/16's at batches 2 and 4, alone), and
-    in a ViT a copy of its gradient, which reaches it through a permute (an output).
-    ``depthwise``: the kernel side of a depthwise convolution (0: not one).
-    ``nhwc``: an input already in oneDNN's channels-last layout (ConvNeXt's, after a
-    permute): no activation is reordered; the weight gradient holds three more weights
-    (65 for a 7x7 depthwise kernel), whatever the batch, map or thread count (measured
-    for 2x2/2, 3x3/1, 3x3/2 and 7x7 depthwise at 7x7 to 56x56, 1 and 2 threads).  Its
-    input gradient alone (a frozen weight) is not measured: one reordered weight."""
-    if nhwc and (not depthwise or depthwise == 7):  # already over the gradients made
-        return [scale(w, 65 if depthwise else 3) if needs_weight else w]
+    the input gradient already made).
+
+    * A plain convolution reorders its operands (``+in +out +w_blocked``), and then holds
+      the gradient beside its blocked copy; ``jit_1x1:avx2`` (``kind.pointwise``) also
+      books a scratchpad there (:class:`AtBatch`).
+    * ``gemm:jit`` (``kind.gemm``: an output smaller than its kernel, a ViT's patch
+      embedding, a depthwise kernel over 3x3) reorders no activation; it books a
+      reduction buffer and an unfolded image per thread beside the gradient (in a ViT
+      the patch embedding's gradient also arrives through a permute and is copied: one
+      output more).  Measured at 1 to 4 threads, 96,000 to 9,437,184-byte weights.
+    * A strided convolution's input gradient holds a third input-sized buffer, unless it
+      is depthwise or has 8 channels a group (``kind.group8``, RegNet's: oneDNN's
+      ``jit:avx2`` runs it; 16 and 32 channels a group hold it).
+    * An input already in oneDNN's channels-last layout (``kind.nhwc``, ConvNeXt's after a
+      permute): no activation is reordered; the weight gradient holds three more weights
+      (65 for a 7x7 depthwise kernel), whatever the batch, map or thread count (measured
+      for 2x2/2, 3x3/1, 3x3/2 and 7x7 depthwise at 7x7 to 56x56, 1 and 2 threads).  Its
+      input gradient alone (a frozen weight) is not measured: one reordered weight.
+    """
+    if kind.nhwc and (not kind.depthwise or kind.depthwise == 7):  # over the gradients made
+        return [scale(w, 65 if kind.depthwise else 3) if needs_weight else w]
     made = add(scale(x, needs_input), scale(w, needs_weight))
-    peaks: list[Lin] = []
+    out_: list[Lin | AtBatch] = []
     if needs_input:
-        peaks += [add(add(out, w), x), scale(x, 3 if strided and not depthwise else 2)]
+        third = kind.strided and not kind.depthwise and not kind.group8
+        out_ += [sub(add(add(out, w), x), made), sub(scale(x, 3 if third else 2), made)]
     if needs_weight:
         before = x if needs_input else ZERO
-        if patch:  # two threads, each with a copy of one sample's image
-            peaks.append(add(add(before, out),
-                             add(scale(w, 9), (2 * (x[1] + x[2]) + 256, 0, 0))))
-        elif small_channels and depthwise:  # eight weights and 2 KB, whatever the channels
-            peaks.append(add(before, add(scale(w, 9), (2048, 0, 0))))
-        elif small_channels:
-            peaks.append(add(before, add(scale(w, 9), (288 * small_channels + 256, 0, 0))))
-        elif strided and depthwise > 3:
-            peaks.append(add(before, scale(w, 2)))
+        if kind.gemm is not None:
+            held = sub(add(add(before, out) if kind.patch else before, w), made)
+            out_ += _gemm(held, x, w[0], kind.gemm, threads)
+        elif kind.pointwise is not None:
+            ic, oc, in_pixels, out_pixels, bias = kind.pointwise
+            out_.append(AtBatch(sub(add(before, add(add(x, out), w)), made), x,
+                                4 * ic * in_pixels, threads,
+                                pointwise=(ic, oc, out_pixels, kind.strided, bias)))
         else:
-            peaks += [add(before, add(add(x, out), w)), add(before, scale(w, 2))]
-    return [sub(p, made) for p in peaks]
+            out_.append(sub(add(before, add(add(x, out), w)), made))
+        out_.append(sub(add(before, scale(w, 2)), made))
+    return out_
+
+
+def _gemm(held: Lin, x: Lin, weight_bytes: int, gemm: tuple[int, int, int, int],
+          threads: int) -> list[Lin | AtBatch]:
+    """``held`` plus ``gemm:jit``'s scratchpad: one alternative, or one for a single image
+    and one for more where the scratchpad differs."""
+    unfolded, pixels, groups, image = gemm
+
+    def scratch(images: int) -> Lin:
+        return add(held, (onednn_conv.gemm_weight_scratch(weight_bytes, unfolded, pixels,
+                                                            groups, images, threads), 0, 0))
+
+    if not onednn_conv.gemm_depends_on_images(pixels, groups, threads):
+        return [scratch(2)]
+    return [AtBatch(scratch(1), x, 4 * image, threads, images=(1, 1)),
+            AtBatch(scratch(2), x, 4 * image, threads, images=(2, None))]
 
 
 def conv_backward_node(kernel: str, x: Lin, w: Lin, out: Lin, needs_input: bool,
-                       needs_weight: bool) -> list[Lin]:
-    """:func:`conv_backward` for a traced node's ``kernel`` ('conv', ':strided',
-    ':smallC', ':patch', ':depthwiseK', ':nhwc', ':transposed', :attr:`~costmodel.trace.records.NodeFact.kernel`);
-    a transposed convolution has no rule."""
+                       needs_weight: bool, threads: int = 2) -> list[Lin | AtBatch]:
+    """:func:`conv_backward` for a traced node's ``kernel``
+    (:attr:`~costmodel.trace.records.NodeFact.kernel`: 'conv' and ':strided',
+    ':depthwiseK', ':nhwc', ':patch', ':group8', ':gemmUxPxGxI', ':pointwiseIxOxPxQ',
+    ':bias', ':transposed', and ATen's own path, ':plain1x1', ':smallimageN', ':imageN'),
+    each alternative holding at the batches its kernel runs; a transposed convolution
+    has no rule."""
     parts = kernel.split(":")
     if parts[0] != "conv" or "transposed" in parts:
         return []
-    small = next((int(p[len("small"):]) for p in parts if p.startswith("small")), 0)
-    depthwise = next((int(p[len("depthwise"):]) for p in parts if p.startswith("depthwise")), 0)
-    return conv_backward(x, w, out, "strided" in parts, needs_input, needs_weight, small,
-                         "patch" in parts, depthwise, "nhwc" in parts)
+    return _gated(conv_backward(x, w, out, ConvKind.parse(parts), needs_input, needs_weight,
+                                threads), parts, x, threads)
 
 
 def batch_norm_backward(x: Lin, needs_input: bool) -> list[Lin]:

@@ -57,9 +57,10 @@ class Timeline:
     """Bytes per category (categories x 3) once the step's last backward is done."""
     grad_bytes: dict[str, int]
     """Gradient bytes of each trainable parameter, in parameter order."""
-    scratch: list[tuple[int, Lin]] = None  # type: ignore[assignment]
+    scratch: list[tuple[int, Lin | ks.AtBatch]] = None  # type: ignore[assignment]
     """(checkpoint, bytes): the CPU kernel's scratch over checkpoint ``k``, one entry per
-    alternative of :mod:`~costmodel.memory.kernel_scratch`; ``None`` unless asked for."""
+    alternative of :mod:`~costmodel.memory.kernel_scratch` (an :class:`~ks.AtBatch` where
+    it is not affine in the batch); ``None`` unless asked for."""
 
     def totals(self, batch: int, replay: int = 0) -> np.ndarray:
         return self.coef[:, :, 0].sum(1) + self.coef[:, :, 1].sum(1) * batch \
@@ -96,7 +97,8 @@ class _Memory:
 
 def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = True,
              sizer: Sizer | None = None, anomaly: bool = False,
-             kernel_scratch: bool = False, at_batch: tuple[int, int] = (1, 0)) -> Timeline:
+             kernel_scratch: bool = False, at_batch: tuple[int, int] = (1, 0),
+             threads: int = 2) -> Timeline:
     """The step's memory timeline.
 
     ``anomaly``: the code runs with ``torch.autograd.set_detect_anomaly(True)``:
@@ -106,6 +108,9 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
 
     ``at_batch``: the (batch, replay) at which sizes rounded at the batch are taken (oneDNN's
     LSTM, where :attr:`StepTrace.has_onednn_lstm`); the timeline holds there only.
+
+    ``threads``: the CPU threads the kernels share their work over (some scratch is per
+    thread, :mod:`~costmodel.memory.kernel_scratch`).
     """
     size = sizer or (lambda nb: nb)
     mem = _Memory()
@@ -165,7 +170,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
 
     kept_until = sel.kept_until or {}
     itemsize = trace.element_size
-    scratch: list[tuple[int, Lin]] = []
+    scratch: list[tuple[int, Lin | ks.AtBatch]] = []
     plain_input = _plain_input_convolutions(trace) if kernel_scratch else set()
 
     def transient(nb: Lin, where: str) -> None:
@@ -174,7 +179,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
         mem.checkpoint("backward", where)
         mem.add(TEMPS, nb, -1)
 
-    def over_last(extras: list[Lin]) -> None:
+    def over_last(extras: list[Lin | ks.AtBatch]) -> None:
         """Scratch alternatives over the checkpoint just taken."""
         scratch.extend((len(mem.points) - 1, e) for e in extras)
 
@@ -194,8 +199,9 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
                 mem.add(category_of.get(sid, ACTS), nbytes[sid])
             mem.checkpoint("forward", op.module or op.name)
             if kernel_scratch and op.name in ks.FORWARD_OPS and op.outputs and len(op.inputs) > 1:
-                over_last(ks.conv_forward(nbytes[op.inputs[0]], nbytes[op.inputs[1]],
-                                          nbytes[op.outputs[0]], op.module in plain_input))
+                x, w = nbytes[op.inputs[0]], nbytes[op.inputs[1]]
+                over_last(ks.conv_forward_op(op.kernel, x, w, nbytes[op.outputs[0]],
+                                             op.module in plain_input, threads))
             if kernel_scratch and i in rnn_dims:
                 over_last([(onednn_rnn.forward_scratch(*rnn_dims[i]), 0, 0)])
             for sid in dies_after.get(i, ()):
@@ -258,7 +264,7 @@ def simulate(trace: StepTrace, sel: Selection, in_place_accumulation: bool = Tru
             elif allocated:
                 mem.checkpoint("backward", node.name)
                 if kernel_scratch and node.name in ks.BACKWARD_NODES:
-                    over_last(_backward_scratch(node, nodes, active, nbytes))
+                    over_last(_backward_scratch(node, nodes, active, nbytes, threads))
             for g in received:
                 release(g)
             if node.name not in backward_rules.EXPANDS:
@@ -359,7 +365,7 @@ def _plain_input_convolutions(trace: StepTrace) -> set[str]:
 
 
 def _backward_scratch(node: NodeFact, nodes: list[NodeFact], active: tuple[bool, ...],
-                      nbytes: list[Lin]) -> list[Lin]:
+                      nbytes: list[Lin], threads: int) -> list[Lin | ks.AtBatch]:
     def needs(k: int) -> bool:
         return k < len(node.edges) and node.edges[k] is not None and active[node.edges[k][0]]
 
@@ -372,4 +378,5 @@ def _backward_scratch(node: NodeFact, nodes: list[NodeFact], active: tuple[bool,
     if len(node.saved) < 2:
         return []
     x, w = nbytes[node.saved[0]], nbytes[node.saved[1]]  # (input, weight): _saved_ order
-    return ks.conv_backward_node(node.kernel, x, w, node.slot_bytes[0], needs(0), needs(1))
+    return ks.conv_backward_node(node.kernel, x, w, node.slot_bytes[0], needs(0), needs(1),
+                                 threads)

@@ -50,6 +50,7 @@ class RawOp:
     grad_sources: tuple[object, ...] = ()
     numel_in: int = 0
     numel_out: int = 0
+    kernel: str = ""
 
 
 @dataclass
@@ -118,7 +119,7 @@ def combine(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
                           lin(o1.elementwise, o2.elementwise, o3.elementwise), kind,
                           tuple(o1.grad_sources), excess,
                           lin(o1.numel_in, o2.numel_in, o3.numel_in),
-                          lin(o1.numel_out, o2.numel_out, o3.numel_out)))
+                          lin(o1.numel_out, o2.numel_out, o3.numel_out), o1.kernel))
     nodes = [
         NodeFact(n1.name, n1.edges,
                  tuple(lin(a, b, c) for a, b, c in zip(n1.slot_bytes, n2.slot_bytes, n3.slot_bytes)),

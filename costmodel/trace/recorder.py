@@ -35,7 +35,7 @@ from torch.utils._pytree import tree_flatten
 
 from costmodel.errors import CostclError
 from costmodel import flops as flop_table
-from costmodel.trace import attention, meta_outputs, recurrent, saved_guards
+from costmodel.trace import attention, kernel_tags, meta_outputs, recurrent, saved_guards
 from costmodel.trace.combine import ROOT, RawNode, RawOp, RawStorage, RawTrace, combine
 from costmodel.trace.records import RNN_LAYER_OP, StepTrace, StorageKind, at
 
@@ -178,8 +178,9 @@ class _Recorder(TorchDispatchMode):
         in_numel = tensors_in[0].numel() if tensors_in else 0
         out_numel = max((t.numel() for t in tensors_out), default=0)
         ew = 0 if fl else flop_table.elementwise_flops(name, in_numel, out_numel)
+        kernel = kernel_tags.convolution(args) if func is _CONVOLUTION else ""
         self.raw.ops.append(RawOp(name, self._module(), inputs, tuple(outputs), fl, ew, sources,
-                                   in_numel, out_numel))
+                                   in_numel, out_numel, kernel))
         return out
 
 
@@ -219,11 +220,12 @@ def _walk_graph(roots: list[torch.autograd.graph.Node], unpacked: list[int],
         edges = tuple(None if fn is None else (index[fn], slot) for fn, slot in n.next_functions)
         slot_bytes = tuple(torch.Size(m.shape).numel() * m.dtype.itemsize for m in n._input_metadata)
         nodes.append(RawNode(name, edges, slot_bytes, tuple(when), leaf, tuple(when.values()),
-                             _kernel(n, name)))
+                             kernel_tags.node(n, name)))
     return nodes, index
 
 
 _RNN_LAYER = torch.ops.aten.mkldnn_rnn_layer.default
+_CONVOLUTION = torch.ops.aten.convolution.default
 _OP_NAMES: dict = {}
 """An op overload -> ``str(op)`` (a Python call per op otherwise)."""
 _SAVED: dict[type, tuple[tuple[str, ...], bool]] = {}
@@ -238,31 +240,6 @@ def _saved_attributes(node_type: type) -> tuple[tuple[str, ...], bool]:
         known = _SAVED[node_type] = (tuple(a for a in names if a.startswith("_saved_")),
                                      "saved_tensors" in names)
     return known
-
-
-def _kernel(node: torch.autograd.graph.Node, name: str) -> str:
-    """What the CPU kernel's scratch depends on beyond sizes (:mod:`costmodel.memory.kernel_scratch`)."""
-    if name == "MkldnnRnnLayerBackward0":  # lstm:steps:features:hidden[:copy]
-        steps, _, features = node._saved_input.shape
-        copies = node._sequence_nr() in recurrent.COPIES_GRAD
-        return f"lstm:{steps}:{features}:{node._saved_hidden_size}" + (":copy" if copies else "")
-    if name != "ConvolutionBackward0":
-        return ""
-    stride = tuple(node._saved_stride)
-    strided = any(v != 1 for v in stride)
-    weight = node._saved_weight.shape
-    depthwise = node._saved_groups > 1 and weight[1] == 1
-    x = node._saved_input
-    nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and \
-        not x.is_contiguous()  # oneDNN's own layout (ConvNeXt's maps, after a permute)
-    out = node._input_metadata[0].shape[2:]
-    below = any(o < k for o, k in zip(out, weight[2:]))  # an output smaller than the kernel
-    small = below and (not strided or depthwise)  # a depthwise one: strided or not
-    patch = (strided and weight[1] < 8 and not depthwise  # a ViT's patch embedding
-             and (below or (stride == tuple(weight[2:]) and min(stride) >= 8)))
-    return ("conv" + (":strided" if strided else "") + (f":small{weight[0]}" if small else "")
-            + (":patch" if patch else "") + (f":depthwise{max(weight[2:])}" if depthwise else "")
-            + (":nhwc" if nhwc else "") + (":transposed" if node._saved_transposed else ""))
 
 
 def _merge_guard(when: dict[int, tuple[int, ...] | None], sids: list[int],

@@ -95,6 +95,9 @@ class OpFact:
     numel_in: Lin = ZERO
     """Elements of the first tensor argument (what other counters' rules read)."""
     numel_out: Lin = ZERO
+    kernel: str = ""
+    """A convolution: 'conv' and when ATen runs it on its own kernel rather than oneDNN's
+    (':plain1x1', ':smallimageN', :func:`~costmodel.trace.kernel_tags.native_path`)."""
 
 
 @dataclass(slots=True)
@@ -116,10 +119,11 @@ class NodeFact:
     """Per entry of ``saved``: the edges of which one must need a gradient for autograd to
     save it (:mod:`~costmodel.trace.saved_guards`); ``None`` (or no entry): always saved."""
     kernel: str = ""
-    """A convolution's backward: 'conv', ':strided', ':smallC' (an output smaller than the
-    kernel at stride 1, C output channels), ':patch', ':depthwiseK' (a K x K depthwise
-    kernel), ':nhwc' (a channels-last input), ':transposed': what its CPU kernel's scratch
-    depends on beyond sizes (:mod:`costmodel.memory.kernel_scratch`)."""
+    """What its CPU kernel's scratch depends on beyond sizes
+    (:mod:`costmodel.trace.kernel_tags`, read by :mod:`costmodel.memory.kernel_scratch`):
+    a convolution's backward, 'conv' and ':strided', ':depthwiseK', ':nhwc', ':patch',
+    ':group8', ':gemm...' (oneDNN's gemm:jit weight gradient), ':pointwise...' (its
+    jit_1x1), ATen's own path; an LSTM layer's, 'lstm:steps:features:hidden[:copy]'."""
 
 
 @dataclass(slots=True)
