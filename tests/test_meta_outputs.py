@@ -129,6 +129,15 @@ BINARY = [  # (a, b, whether the rule must answer)
     (lambda d: _t((4, 5), d), lambda d: _t((4, 5), torch.bool), True),
     (lambda d: _t((4, 6, 5, 3), d, CL), lambda d: _t((4, 6, 5, 3), torch.bool, CL), True),
     (lambda d: _t((4, 5), torch.bool), lambda d: _t((4, 5), torch.bool), False),
+    # slices of logits (BiC's bias layer: alpha * x[:, low:high]), strided views
+    (lambda d: _t((2, 10), d)[:, 2:7], lambda d: _t((1,), d), True),
+    (lambda d: _t((2, 10), d)[:, 2:7], lambda d: _t((2, 10), d)[:, 5:10], True),
+    (lambda d: _t((4, 12, 5, 3), d)[:, 2:8], lambda d: _t((1, 6, 1, 1), d), True),
+    (lambda d: _t((4, 10), d)[:, ::2], lambda d: _t((5,), d), True),
+    (lambda d: _t((4, 10), d)[1:3, 2:7], lambda d: 2, True),
+    (lambda d: _t((1, 10), d)[:, 2:7], lambda d: _t((4, 1), d), True),
+    (lambda d: _t((5,), d).view(1, 5).expand(4, 5), lambda d: _t((4, 10), d)[:, :5], True),
+    (lambda d: _t((6, 10), d).t()[2:7], lambda d: _t((1,), d), False),
 ]
 
 
@@ -429,15 +438,20 @@ def test_a_cold_trace_of_a_cnn_does_not_import_dynamo() -> None:
 
 
 def test_an_import_inside_a_kernel_leaves_no_tensor_alive() -> None:
-    """PyCIL's BiC step multiplies a slice of the logits by its bias layer's alpha: no rule
-    covers that layout, so the kernel runs a Python reference whose first call imports
-    torch._dynamo.  The import's cycles reference the calling frames; with the collector
-    paused they kept the step's tensors alive, 2.6% over the plain run's 33.76 MiB at batch
-    8.  ``meta_outputs.kernel`` collects them at once: a cold process gives the plain
-    run's peak (README's validation table).  Should a rule come to cover that mul, this
-    test needs another op whose kernel imports."""
+    """PyCIL's BiC step multiplies a slice of the logits by its bias layer's alpha.  Before
+    a rule covered that layout, the kernel ran a Python reference whose first call imports
+    torch._dynamo; the import's cycles reference the calling frames, and with the collector
+    paused they kept the step's tensors alive: 2.6% over the plain run's 33.76 MiB at
+    batch 8.  ``meta_outputs.kernel`` collects them at once.  Here the ``mul`` rule is
+    taken away, so the import happens inside the trace as it did: a cold process still
+    gives the plain run's peak (README's validation table)."""
+    scenario = ("(__import__('costmodel.trace.meta_rules').trace.meta_rules.RULES.pop("
+                "__import__('torch').ops.aten.mul.Tensor), "
+                "Scenario(method='bic', impl='pycil', batch_size=8))[1]")
+    assert _cold_estimate(scenario) == "True 35403428"
+    # with the rule, no import at all (2 to 4 s of a cold estimate)
     assert _cold_estimate("Scenario(method='bic', impl='pycil', batch_size=8)") == \
-        "True 35403428"
+        "False 35403428"
 
 
 def test_a_cold_trace_of_an_lstm_does_not_import_dynamo(tmp_path) -> None:

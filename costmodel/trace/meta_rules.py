@@ -138,8 +138,9 @@ def _plain_dtype(operands: Sequence[object]) -> torch.dtype | None:
 
 def _elementwise_out(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor | None:
     """TensorIterator's output for inputs it lays out plainly: inputs of the output's shape
-    with one dense layout keep it; contiguous inputs (0-d ones broadcast) give a contiguous
-    output.  Anything else (a permuted input beside a broadcast one) is left to the kernel."""
+    with one dense layout keep it; contiguous or row-major-ordered inputs (0-d ones
+    broadcast) give a contiguous output.  Anything else (a permuted input beside a
+    broadcast one) is left to the kernel."""
     shape = _broadcast([t.shape for t in tensors])
     if shape is None:
         return None
@@ -150,9 +151,18 @@ def _elementwise_out(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> tor
     if _dense_layout(first) and all(tuple(t.shape) == shape and t.stride() == first.stride()
                              for t in shaped):
         return torch.empty_strided(shape, first.stride(), dtype=dtype, device="meta")
-    if all(t.is_contiguous() for t in shaped):
+    if all(t.is_contiguous() or _row_major_ordered(t) for t in shaped):
         return torch.empty(shape, dtype=dtype, device="meta")
     return None
+
+
+def _row_major_ordered(t: torch.Tensor) -> bool:
+    """Strides that fall from the outer dimension to the inner one, broadcast dimensions
+    (size 1 or stride 0) aside: a slice of the logits, ``x[:, a:b]`` (CL code masks
+    classes so).  TensorIterator then keeps the dimensions in order and makes a
+    contiguous output."""
+    strides = [st for n, st in zip(t.shape, t.stride()) if n != 1 and st != 0]
+    return all(a > b > 0 for a, b in zip(strides, strides[1:])) and all(st > 0 for st in strides)
 
 
 def _arithmetic_dtype(op: str, a: object, b: object, alpha: object = 1) -> torch.dtype | None:
