@@ -235,7 +235,7 @@ def _gemm(held: Lin, x: Lin, weight_bytes: int, gemm: tuple[int, int, int, int],
         return add(held, (onednn_conv.gemm_weight_scratch(weight_bytes, unfolded, pixels,
                                                             groups, images, threads), 0, 0))
 
-    if not onednn_conv.gemm_depends_on_images(pixels, groups, threads):
+    if scratch(1) == scratch(2):  # as many threads for one image as for more
         return [scratch(2)]
     return [AtBatch(scratch(1), x, 4 * image, threads, images=(1, 1)),
             AtBatch(scratch(2), x, 4 * image, threads, images=(2, None))]

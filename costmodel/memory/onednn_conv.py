@@ -127,7 +127,3 @@ def gemm_weight_scratch(weight_bytes: int, unfolded: int, out_pixels: int, group
     n = threads if out_pixels // threads < 256 and (images != 1 or groups > 2) else 1
     return 4 * n * weight_bytes + _ALIGN + (n * unfolded * _FLOAT + _ALIGN if unfolded else 0)
 
-
-def gemm_depends_on_images(out_pixels: int, groups: int, threads: int) -> bool:
-    """Whether :func:`gemm_weight_scratch` differs between one image and more."""
-    return out_pixels // threads < 256 and groups <= 2 and threads > 1

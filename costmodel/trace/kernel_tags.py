@@ -8,6 +8,8 @@ instead, and an LSTM layer's sizes.
 """
 from __future__ import annotations
 
+from math import prod
+
 import torch
 
 from costmodel.memory import onednn_conv
@@ -43,10 +45,10 @@ def node(node: torch.autograd.graph.Node, name: str) -> str:
     gemm = not nhwc and (depthwise and not _jit_dw_applies(
         tuple(x.shape[2:]), tuple(weight[2:]), stride, tuple(node._saved_padding), tuple(out))
         or not depthwise and (small or patch))
-    pixels = _prod(tuple(out))
+    pixels = prod(tuple(out))
     return ("conv" + (":strided" if strided else "")
-            + (f":gemm{weight[1] * _prod(tuple(weight[2:])) * pixels}x{pixels}"
-               f"x{node._saved_groups}x{_prod(tuple(x.shape[1:]))}" if gemm else "")
+            + (f":gemm{weight[1] * prod(tuple(weight[2:])) * pixels}x{pixels}"
+               f"x{node._saved_groups}x{prod(tuple(x.shape[1:]))}" if gemm else "")
             + (":group8" if simd_groups else "")
             + (":patch" if patch else "") + (f":depthwise{max(weight[2:])}" if depthwise else "")
             + (":nhwc" if nhwc else "") + (":transposed" if node._saved_transposed else "")
@@ -104,15 +106,9 @@ def native_path(x: tuple[int, ...], w: tuple[int, ...], out: tuple[int, ...],
     plain = not strided and not dilated and kh == kw == 1
     small = groups == 1 and not (kh > 3 and kw > 3) and x4[1] * x4[2] * x4[3] <= 20480
     unfolded = 0 if plain and not any(padding) else \
-        4 * x[1] * _prod(w[2:]) * _prod(out)
+        4 * x[1] * prod(w[2:]) * prod(out)
     if not (plain or small):
         return ""
     return ((":plain1x1" if plain else "") + (f":smallimage{unfolded}" if small else "")
-            + f":image{_prod(x[1:])}")
+            + f":image{prod(x[1:])}")
 
-
-def _prod(values: tuple[int, ...]) -> int:
-    n = 1
-    for v in values:
-        n *= v
-    return n

@@ -162,7 +162,7 @@ def _row_major_ordered(t: torch.Tensor) -> bool:
     classes so).  TensorIterator then keeps the dimensions in order and makes a
     contiguous output."""
     strides = [st for n, st in zip(t.shape, t.stride()) if n != 1 and st != 0]
-    return all(a > b > 0 for a, b in zip(strides, strides[1:])) and all(st > 0 for st in strides)
+    return all(a > b for a, b in zip(strides, strides[1:]))  # (strides are never negative)
 
 
 def _arithmetic_dtype(op: str, a: object, b: object, alpha: object = 1) -> torch.dtype | None:
